@@ -1,1 +1,54 @@
-//! placeholder
+//! `tandem lab`: a whole hybrid-access network on one Linux machine.
+//!
+//! It builds network namespaces home → cpe → (dsl, lte) → hag → net, shapes
+//! each access link in both directions (htb + bfifo), adds delay, jitter and
+//! loss with Tandem's own NFQUEUE emulator (this kernel has no netem), runs a
+//! real HTTP origin server on the "internet", and optionally starts the HAG
+//! and the CPE. It is the base of the demo, the end-to-end tests and the
+//! benchmarks.
+//!
+//! What it does not do: anything outside its own namespaces. Every address
+//! it uses lives in a namespace it created; `down` removes them all.
+//!
+//! Modules: [`topology`] (up, down, status, link changes), [`profile`] (link
+//! shapes and unit parsing), [`emu`] (the delay/loss emulator), [`origin`]
+//! (the HTTP server).
+#![forbid(unsafe_code)]
+
+pub mod emu;
+pub mod origin;
+pub mod profile;
+pub mod topology;
+
+pub use topology::{down, link, status, up, Link, LinkAction, State, UpOptions};
+
+/// What went wrong in the lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A system command failed.
+    #[error("{cmd}: {msg}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Its error output.
+        msg: String,
+    },
+    /// The lab is not up.
+    #[error("lab {0:?} is not up (tandem lab up)")]
+    NotUp(String),
+    /// The lab's state file is unreadable.
+    #[error("lab state: {0}")]
+    State(String),
+    /// A bad argument.
+    #[error("{0}")]
+    Invalid(String),
+    /// Something did not come up in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// The emulator failed.
+    #[error("link emulator: {0}")]
+    Emu(#[from] emu::EmuError),
+    /// File I/O on the state directory.
+    #[error("{0}")]
+    Io(std::io::Error),
+}

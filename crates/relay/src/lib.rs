@@ -1,1 +1,18 @@
-//! placeholder
+//! Tokio glue shared by both ends of the Convert data path.
+//!
+//! - [`preamble`]: read one RFC 8803 Convert message from the front of a
+//!   stream, with a deadline, keeping the application bytes that came with it;
+//! - [`copy`]: relay two TCP streams both ways until both sides are done,
+//!   mirroring half-close (FIN ↔ FIN) and reset (RST ↔ RST), with an idle
+//!   timeout and bounded buffers.
+//!
+//! It knows nothing of subscribers, policy or sockets options: the CPE and the
+//! HAG bring those.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod copy;
+pub mod preamble;
+
+pub use copy::{relay, RelayEnd, RelayOptions, RelayOutcome};
+pub use preamble::{read_message, PreambleError};

@@ -1,1 +1,304 @@
-fn main() {}
+//! `tandem`: the one binary. Parses the command line and calls the part's
+//! `run(config, shutdown)`.
+
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Tandem: hybrid access (fixed line + mobile) over Multipath TCP and the
+/// RFC 8803 Convert protocol.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The Hybrid Access Gateway (operator side).
+    Hag {
+        #[command(subcommand)]
+        cmd: PartCmd,
+    },
+    /// The home gateway agent.
+    Cpe {
+        #[command(subcommand)]
+        cmd: CpeCmd,
+    },
+    /// The virtual network lab (namespaces, emulated links).
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+    /// Builds the lab, measures a download over the fixed line alone, the
+    /// mobile link alone and through Tandem, prints the rates, tears down.
+    Demo {
+        /// Link profile (rural, suburban, fast).
+        #[arg(long, default_value = "rural")]
+        profile: String,
+        /// Lab name (namespace prefix).
+        #[arg(long, default_value = "demo")]
+        name: String,
+        /// Seconds each download should last at the link's nominal rate.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartCmd {
+    /// Runs until SIGINT/SIGTERM.
+    Run {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validates a configuration file and prints what is wrong.
+    CheckConfig {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CpeCmd {
+    /// Runs until SIGINT/SIGTERM; removes its nftables table on exit.
+    Run {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validates a configuration file and prints what is wrong.
+    CheckConfig {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+    /// Removes the nftables table and policy routes a killed CPE left.
+    Cleanup {
+        /// TOML configuration file (for the mark and table numbers).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Builds the lab and starts the emulators, the origin server, the HAG
+    /// and the CPE.
+    Up {
+        /// Link profile: rural, suburban or fast.
+        #[arg(long, default_value = "rural")]
+        profile: String,
+        /// Lab name (namespace prefix, up to 8 letters or digits).
+        #[arg(long, default_value = "tdm")]
+        name: String,
+        /// Build the network only; do not start the HAG and the CPE.
+        #[arg(long)]
+        no_tandem: bool,
+    },
+    /// Stops everything the lab started and deletes its namespaces.
+    Down {
+        /// Lab name.
+        #[arg(long, default_value = "tdm")]
+        name: String,
+    },
+    /// Shows links, counters and processes.
+    Status {
+        /// Lab name.
+        #[arg(long, default_value = "tdm")]
+        name: String,
+    },
+    /// Changes a link: `cut`, `restore`, or `set rate=8mbit delay=15ms loss=1%`.
+    Link {
+        /// dsl or lte.
+        link: String,
+        /// cut, restore or set.
+        action: String,
+        /// For set: key=value pairs (rate, down, up, delay, jitter, loss).
+        params: Vec<String>,
+        /// Lab name.
+        #[arg(long, default_value = "tdm")]
+        name: String,
+    },
+    /// Runs a command inside a lab node (home, cpe, dsl, lte, hag, net).
+    Exec {
+        /// The node.
+        node: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        cmd: Vec<String>,
+        /// Lab name.
+        #[arg(long, default_value = "tdm")]
+        name: String,
+    },
+    /// (internal) The link emulator process of one access link.
+    #[command(hide = true)]
+    Emu {
+        /// Control file with the impairments per queue.
+        #[arg(long)]
+        control: PathBuf,
+    },
+    /// (internal) The origin HTTP server.
+    #[command(hide = true)]
+    Origin {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn check<T, E: std::fmt::Display>(file: &std::path::Path, r: Result<T, E>) -> Result<()> {
+    match r {
+        Ok(_) => {
+            println!("{}: OK", file.display());
+            Ok(())
+        }
+        Err(e) => bail!("{}: {e}", file.display()),
+    }
+}
+
+fn lab_cmd(cmd: LabCmd) -> Result<()> {
+    match cmd {
+        LabCmd::Up {
+            profile,
+            name,
+            no_tandem,
+        } => {
+            let p = lab::profile::by_name(&profile).with_context(|| {
+                format!(
+                    "unknown profile {profile:?}; known: {}",
+                    lab::profile::NAMES.join(", ")
+                )
+            })?;
+            let opts = lab::UpOptions {
+                name: name.clone(),
+                profile_name: profile,
+                profile: p,
+                tandem: !no_tandem,
+                exe: std::env::current_exe().context("locating the tandem executable")?,
+            };
+            lab::up(&opts)?;
+            print!("{}", lab::status(&name)?);
+        }
+        LabCmd::Down { name } => lab::down(&name)?,
+        LabCmd::Status { name } => print!("{}", lab::status(&name)?),
+        LabCmd::Link {
+            link,
+            action,
+            params,
+            name,
+        } => {
+            let l = lab::Link::parse(&link)
+                .with_context(|| format!("{link:?}: expected dsl or lte"))?;
+            let a = match action.as_str() {
+                "cut" => lab::LinkAction::Cut,
+                "restore" => lab::LinkAction::Restore,
+                "set" => lab::topology::parse_set(&params)?,
+                other => bail!("{other:?}: expected cut, restore or set"),
+            };
+            lab::link(&name, l, &a)?;
+        }
+        LabCmd::Exec { node, cmd, name } => {
+            if !lab::topology::NODES.contains(&node.as_str()) {
+                bail!(
+                    "{node:?}: expected one of {}",
+                    lab::topology::NODES.join(", ")
+                );
+            }
+            let status = std::process::Command::new("ip")
+                .args(["netns", "exec", &lab::topology::ns(&name, &node)])
+                .args(&cmd)
+                .status()
+                .context("running ip netns exec")?;
+            if !status.success() {
+                bail!("command exited with {status}");
+            }
+        }
+        LabCmd::Emu { control } => {
+            let entries = lab::emu::read_control(&control)?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let opts = lab::emu::EmuOptions {
+                set_rcvbuf: Some(mptcp_sock::set_rcvbuf_force),
+                ..Default::default()
+            };
+            lab::emu::run_blocking_with(&entries, control, stop, opts)?;
+        }
+        LabCmd::Origin { listen } => {
+            runtime()?.block_on(lab::origin::serve(listen))?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let r: Result<()> = (|| match cli.cmd {
+        Cmd::Hag { cmd } => match cmd {
+            PartCmd::Run { config } => {
+                let c = hag::Config::load(&config)?;
+                runtime()?.block_on(hag::run(c, shutdown_signal()))?;
+                Ok(())
+            }
+            PartCmd::CheckConfig { file } => check(&file, hag::Config::load(&file)),
+        },
+        Cmd::Cpe { cmd } => match cmd {
+            CpeCmd::Run { config } => {
+                let c = cpe::Config::load(&config)?;
+                runtime()?.block_on(cpe::run(c, shutdown_signal()))?;
+                Ok(())
+            }
+            CpeCmd::CheckConfig { file } => check(&file, cpe::Config::load(&file)),
+            CpeCmd::Cleanup { config } => {
+                let c = cpe::Config::load(&config)?;
+                cpe::divert::cleanup(&c);
+                Ok(())
+            }
+        },
+        Cmd::Lab { cmd } => lab_cmd(cmd),
+        Cmd::Demo {
+            profile,
+            name,
+            seconds,
+        } => demo::run(&profile, &name, seconds),
+    })();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! One intercepted LAN connection: Convert over MPTCP to the HAG, relay.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use convert_proto::{Connect, Message, Tlv};
+use relay::{PreambleError, RelayOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Resets the LAN connection: the device sees the failure as a reset.
+fn reset(lan: TcpStream) {
+    mptcp_sock::set_reset_on_close(&lan);
+    drop(lan);
+}
+
+/// Writes `bytes` on a socket whose connect was deferred by Fast Open: the
+/// first write sends the SYN carrying them.
+async fn write_first(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Per-subflow byte counts sampled while the connection lives (subflows
+/// disappear from the kernel's list as they close, so the last sample before
+/// the end is kept).
+#[derive(Default)]
+struct LinkSample {
+    /// (local address) → (bytes sent and acked, bytes received).
+    by_local: HashMap<IpAddr, (u64, u64)>,
+}
+
+impl LinkSample {
+    fn update(&mut self, sock: &socket2::Socket) {
+        if let Ok(subflows) = mptcp_sock::info::subflows(sock) {
+            for s in subflows {
+                let e = self
+                    .by_local
+                    .entry(s.local.ip().to_canonical())
+                    .or_default();
+                e.0 = e.0.max(s.bytes_acked);
+                e.1 = e.1.max(s.bytes_received);
+            }
+        }
+    }
+}
+
+/// Samples the subflows every 500 ms until told to stop; returns the totals.
+fn spawn_sampler(
+    sock: socket2::Socket,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<LinkSample>) {
+    let (tx, mut rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut sample = LinkSample::default();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sample.update(&sock),
+                _ = &mut rx => { sample.update(&sock); break; }
+            }
+        }
+        sample
+    });
+    (tx, task)
+}
+
+/// Serves one intercepted connection.
+pub(crate) async fn serve(c: Arc<Config>, m: Arc<Metrics>, lan: TcpStream) {
+    m.intercepted.inc();
+    m.active.inc();
+    serve_inner(&c, &m, lan).await;
+    m.active.dec();
+}
+
+async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
+    // With TPROXY the accepted socket's local address is the original
+    // destination.
+    let dest: SocketAddr = match lan.local_addr() {
+        Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
+        Err(e) => {
+            debug!("no original destination: {e}");
+            return;
+        }
+    };
+    // The device's first bytes, if it sends them at once, ride in the SYN.
+    let mut first = vec![0u8; 1200];
+    let n = match tokio::time::timeout(c.first_data_wait, lan.read(&mut first)).await {
+        Ok(Ok(0)) => return, // closed before sending anything
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            debug!("LAN read: {e}");
+            return;
+        }
+        Err(_) => 0,
+    };
+    first.truncate(n);
+    let header = Message {
+        tlvs: vec![Tlv::Connect(Connect {
+            remote: dest,
+            tcp_options: Vec::new(),
+        })],
+    };
+    let mut syn = header.to_bytes();
+    syn.extend_from_slice(&first);
+
+    let opts = mptcp_sock::ConnectOptions {
+        mptcp: true,
+        fastopen: true,
+        fastopen_no_cookie: true,
+        bind: Some(SocketAddr::new(c.dsl.address, 0)),
+        congestion: Some(c.congestion_control.clone()),
+        mark: None,
+    };
+    let hag = match mptcp_sock::connect_fastopen(c.hag, &opts)
+        .map_err(|e| io::Error::new(e.kind(), e.to_string()))
+        .and_then(|(s, _)| TcpStream::from_std(s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            error!(hag = %c.hag, "HAG unreachable: {e}");
+            Metrics::count(&m.hag_unreachable, "connect");
+            m.hag_reachable.set(0);
+            return;
+        }
+    };
+    let mut hag = hag;
+    if let Err(e) = write_first(&hag, &syn).await {
+        error!(hag = %c.hag, "HAG unreachable: {e}");
+        Metrics::count(&m.hag_unreachable, "connect");
+        m.hag_reachable.set(0);
+        return;
+    }
+    let (reply, early) = match relay::read_message(&mut hag, c.hag_reply_timeout).await {
+        Ok(x) => x,
+        Err(e) => {
+            let reason = match &e {
+                PreambleError::Timeout(_) => "timeout",
+                PreambleError::Closed { .. } => "closed",
+                PreambleError::Io(_) => "io",
+                PreambleError::Decode(..) => "invalid_reply",
+            };
+            error!(hag = %c.hag, "HAG unreachable or answered nonsense: {e}");
+            Metrics::count(&m.hag_unreachable, reason);
+            m.hag_reachable.set(0);
+            mptcp_sock::set_reset_on_close(&hag);
+            return;
+        }
+    };
+    m.hag_reachable.set(1);
+    if mptcp_sock::info::syn_data(&hag).unwrap_or(false) {
+        m.syn_data.inc();
+    }
+    if let Some(err) = reply.error() {
+        warn!(%dest, "HAG refused: {}", err.code);
+        Metrics::count(
+            &m.hag_errors,
+            &err.code.name().to_lowercase().replace(' ', "_"),
+        );
+        reset(lan);
+        return;
+    }
+    if !early.is_empty() && lan.write_all(&early).await.is_err() {
+        return;
+    }
+    m.relayed.inc();
+    let sampler = socket2::SockRef::from(&hag)
+        .try_clone()
+        .ok()
+        .map(spawn_sampler);
+    let opts = RelayOptions {
+        idle_timeout: c.idle_timeout,
+        ..RelayOptions::default()
+    };
+    let out = relay::relay(lan, hag, opts).await;
+    debug!(
+        up = out.a_to_b,
+        down = out.b_to_a,
+        "relay ended: {:?}",
+        out.end
+    );
+    if let Some((stop, task)) = sampler {
+        let _ = stop.send(());
+        if let Ok(sample) = task.await {
+            let mut links_used = 0;
+            for (ip, (up, down)) in sample.by_local {
+                let Some(link) = c.link_of(ip) else { continue };
+                m.add_link_bytes(link, "up", up);
+                m.add_link_bytes(link, "down", down);
+                if up + down > 0 {
+                    links_used += 1;
+                }
+                info!(link, up, down, "subflow bytes");
+            }
+            if links_used > 1 {
+                m.multipath_connections.inc();
+            }
+        }
+    }
+}

@@ -1,0 +1,887 @@
+//! Building and tearing down the lab network.
+//!
+//! ```text
+//!  home ─ lan ─ cpe ─ dsl0 ══ [dsl] ══ dsl0 ─ hag ─ net0 ─ net (origin server)
+//!                  └─ lte0 ══ [lte] ══ lte0 ─┘
+//! ```
+//!
+//! Six network namespaces `<lab>-home`, `-cpe`, `-dsl`, `-lte`, `-hag`,
+//! `-net`. The `dsl` and `lte` namespaces are the access links ("the line in
+//! the street"): they route between the CPE and the HAG, shape each direction
+//! with htb and a bfifo of ~50 ms, and hold packets for the link's delay with
+//! Tandem's NFQUEUE emulator ([`crate::emu`]), since this kernel has no netem.
+//!
+//! Congestion control is chosen deliberately: every route in the end hosts'
+//! namespaces carries `congctl cubic` (the host default, BBR, collapses on
+//! shaped links with microsecond RTTs, and the namespace sysctl is refused).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::emu::{self, Impairment};
+use crate::profile::{LinkShape, Profile};
+use crate::LabError;
+
+/// Addresses of the lab (all inside its own namespaces).
+pub mod addr {
+    use std::net::Ipv4Addr;
+    /// The home device.
+    pub const HOME: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 2);
+    /// The CPE on the LAN.
+    pub const CPE_LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
+    /// The CPE on the fixed line.
+    pub const CPE_DSL: Ipv4Addr = Ipv4Addr::new(10, 64, 1, 2);
+    /// The fixed line's router on the CPE side.
+    pub const DSL_GW: Ipv4Addr = Ipv4Addr::new(10, 64, 1, 1);
+    /// The CPE on the mobile link.
+    pub const CPE_LTE: Ipv4Addr = Ipv4Addr::new(10, 64, 2, 2);
+    /// The mobile link's router on the CPE side.
+    pub const LTE_GW: Ipv4Addr = Ipv4Addr::new(10, 64, 2, 1);
+    /// The fixed line's router on the HAG side.
+    pub const DSL_CORE: Ipv4Addr = Ipv4Addr::new(10, 65, 1, 1);
+    /// The HAG on the fixed line's side.
+    pub const HAG_DSL: Ipv4Addr = Ipv4Addr::new(10, 65, 1, 2);
+    /// The mobile link's router on the HAG side.
+    pub const LTE_CORE: Ipv4Addr = Ipv4Addr::new(10, 65, 2, 1);
+    /// The HAG on the mobile link's side.
+    pub const HAG_LTE: Ipv4Addr = Ipv4Addr::new(10, 65, 2, 2);
+    /// The HAG's Convert service address (reachable over both links).
+    pub const HAG_SERVICE: Ipv4Addr = Ipv4Addr::new(10, 66, 0, 1);
+    /// The HAG on the internet side.
+    pub const HAG_NET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+    /// The origin server on the "internet".
+    pub const ORIGIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    /// The attacker / outsider on the "internet".
+    pub const OUTSIDER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
+}
+
+/// Port of the origin HTTP server.
+pub const ORIGIN_PORT: u16 = 80;
+/// Port of the HAG's Convert service in the lab.
+pub const HAG_PORT: u16 = 5124;
+
+/// Lab nodes (network namespaces).
+pub const NODES: &[&str] = &["home", "cpe", "dsl", "lte", "hag", "net"];
+
+/// The two access links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Link {
+    /// The fixed line.
+    Dsl,
+    /// The mobile link.
+    Lte,
+}
+
+impl Link {
+    /// Both links.
+    pub const ALL: [Self; 2] = [Self::Dsl, Self::Lte];
+
+    /// "dsl" or "lte".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dsl => "dsl",
+            Self::Lte => "lte",
+        }
+    }
+
+    /// Parses "dsl" / "lte".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "dsl" => Some(Self::Dsl),
+            "lte" => Some(Self::Lte),
+            _ => None,
+        }
+    }
+}
+
+/// What `lab up` recorded, read back by the other commands.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    /// Lab name (namespace prefix).
+    pub name: String,
+    /// Profile name.
+    pub profile: String,
+    /// Current shape of the fixed line.
+    pub dsl: LinkShape,
+    /// Current shape of the mobile link.
+    pub lte: LinkShape,
+    /// Whether each link is cut.
+    pub dsl_cut: bool,
+    /// Whether the mobile link is cut.
+    pub lte_cut: bool,
+    /// Processes the lab started: (role, pid).
+    pub pids: Vec<(String, u32)>,
+}
+
+impl State {
+    /// Shape of a link.
+    pub fn shape(&self, l: Link) -> LinkShape {
+        match l {
+            Link::Dsl => self.dsl,
+            Link::Lte => self.lte,
+        }
+    }
+
+    fn shape_mut(&mut self, l: Link) -> &mut LinkShape {
+        match l {
+            Link::Dsl => &mut self.dsl,
+            Link::Lte => &mut self.lte,
+        }
+    }
+}
+
+/// The directory holding a lab's state, configs and logs.
+pub fn state_dir(name: &str) -> PathBuf {
+    PathBuf::from("/run/tandem-lab").join(name)
+}
+
+/// The namespace of a node.
+pub fn ns(name: &str, node: &str) -> String {
+    format!("{name}-{node}")
+}
+
+/// Runs a command, failing with its stderr.
+pub fn sh(cmd: &str, args: &[&str]) -> Result<String, LabError> {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Command {
+            cmd: format!("{cmd} {}", args.join(" ")),
+            msg: e.to_string(),
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(LabError::Command {
+            cmd: format!("{cmd} {}", args.join(" ")),
+            msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Runs `ip -n <ns> ...` (`-batch` style, one command).
+fn ipn(ns: &str, args: &str) -> Result<String, LabError> {
+    let mut v = vec!["-n", ns];
+    v.extend(args.split_whitespace());
+    sh("ip", &v)
+}
+
+/// Runs a command inside a namespace.
+pub fn nsexec(ns: &str, cmd: &str, args: &[&str]) -> Result<String, LabError> {
+    let mut v = vec!["netns", "exec", ns, cmd];
+    v.extend_from_slice(args);
+    sh("ip", &v)
+}
+
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    nsexec(ns, "sh", &["-c", &format!("echo {value} > {path}")]).map(|_| ())
+}
+
+/// Names of the namespaces that exist for this lab.
+pub fn existing_namespaces(name: &str) -> Vec<String> {
+    let list = sh("ip", &["netns", "list"]).unwrap_or_default();
+    let prefix = format!("{name}-");
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| {
+            n.strip_prefix(&prefix)
+                .is_some_and(|node| NODES.contains(&node))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Reads a lab's state.
+pub fn load_state(name: &str) -> Result<State, LabError> {
+    let path = state_dir(name).join("state.toml");
+    let text = std::fs::read_to_string(&path).map_err(|_| LabError::NotUp(name.to_string()))?;
+    toml::from_str(&text).map_err(|e| LabError::State(e.to_string()))
+}
+
+/// Writes a lab's state.
+pub fn save_state(s: &State) -> Result<(), LabError> {
+    let dir = state_dir(&s.name);
+    std::fs::create_dir_all(&dir).map_err(LabError::Io)?;
+    let text = toml::to_string(s).map_err(|e| LabError::State(e.to_string()))?;
+    let tmp = dir.join("state.toml.tmp");
+    std::fs::write(&tmp, text).map_err(LabError::Io)?;
+    std::fs::rename(tmp, dir.join("state.toml")).map_err(LabError::Io)
+}
+
+/// The bfifo limit for ~50 ms of queue at `kbit`.
+fn queue_bytes(kbit: u64) -> u64 {
+    (kbit * 1000 / 8 * 50 / 1000).max(6_000)
+}
+
+/// (Re)applies the rate shaping of one link direction on `dev` in `ns`.
+fn shape_dev(ns: &str, dev: &str, kbit: u64) -> Result<(), LabError> {
+    let _ = ipn_tc(ns, &format!("qdisc del dev {dev} root"));
+    ipn_tc(
+        ns,
+        &format!("qdisc add dev {dev} root handle 1: htb default 10"),
+    )?;
+    ipn_tc(
+        ns,
+        &format!("class add dev {dev} parent 1: classid 1:10 htb rate {kbit}kbit ceil {kbit}kbit quantum 1514"),
+    )?;
+    ipn_tc(
+        ns,
+        &format!(
+            "qdisc add dev {dev} parent 1:10 handle 10: bfifo limit {}",
+            queue_bytes(kbit)
+        ),
+    )?;
+    Ok(())
+}
+
+fn ipn_tc(ns: &str, args: &str) -> Result<String, LabError> {
+    let mut v = vec!["-n", ns];
+    v.extend(args.split_whitespace());
+    sh("tc", &v)
+}
+
+/// One-way impairment of a link: half its RTT each way.
+fn impairment(s: &LinkShape) -> Impairment {
+    Impairment {
+        delay_ms: s.rtt_ms / 2.0,
+        jitter_ms: s.jitter_ms,
+        loss_pct: s.loss_pct,
+    }
+}
+
+fn control_path(name: &str, l: Link) -> PathBuf {
+    state_dir(name).join(format!("emu-{}.ctl", l.name()))
+}
+
+/// Queue 1: upload direction (arriving from the CPE), queue 2: download.
+fn emu_entries(s: &LinkShape) -> Vec<(u16, Impairment)> {
+    vec![(1, impairment(s)), (2, impairment(s))]
+}
+
+fn spawn_bg(exe: &Path, ns: &str, args: &[&str], log: &Path) -> Result<u32, LabError> {
+    let logf = std::fs::File::create(log).map_err(LabError::Io)?;
+    let errf = logf.try_clone().map_err(LabError::Io)?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(logf)
+        .stderr(errf);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(|e| LabError::Command {
+        cmd: format!("{} {}", exe.display(), args.join(" ")),
+        msg: e.to_string(),
+    })?;
+    Ok(child.id())
+}
+
+/// Options of `lab up`.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// Lab name (namespace prefix), at most 8 characters.
+    pub name: String,
+    /// Profile name.
+    pub profile_name: String,
+    /// The profile.
+    pub profile: Profile,
+    /// Also start the HAG and the CPE (the origin server always runs).
+    pub tandem: bool,
+    /// The `tandem` executable to run inside the namespaces.
+    pub exe: PathBuf,
+}
+
+fn build(o: &UpOptions) -> Result<State, LabError> {
+    let n = |node: &str| ns(&o.name, node);
+    for node in NODES {
+        sh("ip", &["netns", "add", &n(node)])?;
+        ipn(&n(node), "link set lo up")?;
+    }
+    // (ns A, dev A, ns B, dev B)
+    let veths = [
+        ("home", "eth0", "cpe", "lan0"),
+        ("cpe", "dsl0", "dsl", "cpe0"),
+        ("dsl", "core0", "hag", "dsl0"),
+        ("cpe", "lte0", "lte", "cpe0"),
+        ("lte", "core0", "hag", "lte0"),
+        ("hag", "net0", "net", "eth0"),
+    ];
+    for (a, da, b, db) in veths {
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                da,
+                "netns",
+                &n(a),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                db,
+                "netns",
+                &n(b),
+            ],
+        )?;
+        ipn(&n(a), &format!("link set {da} up"))?;
+        ipn(&n(b), &format!("link set {db} up"))?;
+    }
+    let addrs = [
+        ("home", "eth0", addr::HOME, 24),
+        ("cpe", "lan0", addr::CPE_LAN, 24),
+        ("cpe", "dsl0", addr::CPE_DSL, 24),
+        ("dsl", "cpe0", addr::DSL_GW, 24),
+        ("dsl", "core0", addr::DSL_CORE, 24),
+        ("hag", "dsl0", addr::HAG_DSL, 24),
+        ("cpe", "lte0", addr::CPE_LTE, 24),
+        ("lte", "cpe0", addr::LTE_GW, 24),
+        ("lte", "core0", addr::LTE_CORE, 24),
+        ("hag", "lte0", addr::HAG_LTE, 24),
+        ("hag", "lo", addr::HAG_SERVICE, 32),
+        ("hag", "net0", addr::HAG_NET, 24),
+        ("net", "eth0", addr::ORIGIN, 24),
+        ("net", "eth0", addr::OUTSIDER, 24),
+    ];
+    for (node, dev, ip, plen) in addrs {
+        ipn(&n(node), &format!("addr add {ip}/{plen} dev {dev}"))?;
+    }
+    for node in NODES {
+        sysctl(&n(node), "net.ipv4.conf.all.rp_filter", "0")?;
+        sysctl(&n(node), "net.ipv4.conf.default.rp_filter", "0")?;
+        sysctl(&n(node), "net.ipv6.conf.all.disable_ipv6", "1")?;
+        sysctl(&n(node), "net.mptcp.enabled", "1")?;
+    }
+    for node in ["cpe", "dsl", "lte", "hag"] {
+        sysctl(&n(node), "net.ipv4.ip_forward", "1")?;
+    }
+    // Routes; end hosts' routes carry `congctl cubic` (see module docs).
+    let cc = "congctl cubic";
+    let routes = [
+        (
+            "home",
+            format!(
+                "route replace 192.168.100.0/24 dev eth0 src {} {cc}",
+                addr::HOME
+            ),
+        ),
+        (
+            "home",
+            format!("route add default via {} {cc}", addr::CPE_LAN),
+        ),
+        (
+            "cpe",
+            format!(
+                "route replace 192.168.100.0/24 dev lan0 src {} {cc}",
+                addr::CPE_LAN
+            ),
+        ),
+        (
+            "cpe",
+            format!("route add default via {} dev dsl0 {cc}", addr::DSL_GW),
+        ),
+        (
+            "cpe",
+            format!(
+                "route add default via {} dev dsl0 table 10 {cc}",
+                addr::DSL_GW
+            ),
+        ),
+        (
+            "cpe",
+            format!(
+                "route add default via {} dev lte0 table 20 {cc}",
+                addr::LTE_GW
+            ),
+        ),
+        (
+            "cpe",
+            format!("rule add from {} table 10 priority 100", addr::CPE_DSL),
+        ),
+        (
+            "cpe",
+            format!("rule add from {} table 20 priority 100", addr::CPE_LTE),
+        ),
+        ("dsl", format!("route add default via {}", addr::HAG_DSL)),
+        ("lte", format!("route add default via {}", addr::HAG_LTE)),
+        (
+            "hag",
+            format!("route add 10.64.1.0/24 via {} {cc}", addr::DSL_CORE),
+        ),
+        (
+            "hag",
+            format!("route add 10.64.2.0/24 via {} {cc}", addr::LTE_CORE),
+        ),
+        (
+            "hag",
+            format!(
+                "route replace 203.0.113.0/24 dev net0 src {} {cc}",
+                addr::HAG_NET
+            ),
+        ),
+        (
+            "net",
+            format!(
+                "route replace 203.0.113.0/24 dev eth0 src {} {cc}",
+                addr::ORIGIN
+            ),
+        ),
+        (
+            "net",
+            format!("route add default via {} {cc}", addr::HAG_NET),
+        ),
+    ];
+    for (node, r) in routes {
+        ipn(&n(node), &r)?;
+    }
+    // Access links: no segmentation offloads (htb would send 64 KB bursts),
+    // shaping in both directions, delay queues where packets arrive.
+    for l in Link::ALL {
+        let node = n(l.name());
+        for (peer, dev) in [
+            (n("cpe"), format!("{}0", l.name())),
+            (n("hag"), format!("{}0", l.name())),
+        ] {
+            nsexec(
+                &peer,
+                "ethtool",
+                &["-K", &dev, "tso", "off", "gso", "off", "gro", "off"],
+            )?;
+        }
+        for dev in ["cpe0", "core0"] {
+            nsexec(
+                &node,
+                "ethtool",
+                &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
+            )?;
+        }
+        let shape = o.profile_link(l);
+        shape_dev(&node, "cpe0", shape.down_kbit)?;
+        shape_dev(&node, "core0", shape.up_kbit)?;
+        for (dev, q) in [("cpe0", "1"), ("core0", "2")] {
+            nsexec(
+                &node,
+                "iptables",
+                &[
+                    "-t",
+                    "mangle",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    dev,
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    q,
+                    "--queue-bypass",
+                ],
+            )?;
+        }
+    }
+    Ok(State {
+        name: o.name.clone(),
+        profile: o.profile_name.clone(),
+        dsl: o.profile.dsl,
+        lte: o.profile.lte,
+        dsl_cut: false,
+        lte_cut: false,
+        pids: Vec::new(),
+    })
+}
+
+impl UpOptions {
+    fn profile_link(&self, l: Link) -> LinkShape {
+        match l {
+            Link::Dsl => self.profile.dsl,
+            Link::Lte => self.profile.lte,
+        }
+    }
+}
+
+/// The HAG configuration the lab uses.
+pub fn hag_config() -> String {
+    format!(
+        "# Written by `tandem lab up`.\n\
+         listen = \"{}:{HAG_PORT}\"\n\
+         admin_listen = \"127.0.0.1:9102\"\n\
+         subscriber_prefixes = [\"10.64.0.0/16\"]\n\
+         congestion_control = \"cubic\"\n",
+        addr::HAG_SERVICE
+    )
+}
+
+/// The CPE configuration the lab uses.
+pub fn cpe_config() -> String {
+    format!(
+        "# Written by `tandem lab up`.\n\
+         lan_interface = \"lan0\"\n\
+         hag = \"{}:{HAG_PORT}\"\n\
+         admin_listen = \"127.0.0.1:9101\"\n\
+         congestion_control = \"cubic\"\n\
+         [dsl]\ninterface = \"dsl0\"\naddress = \"{}\"\n\
+         [lte]\ninterface = \"lte0\"\naddress = \"{}\"\n",
+        addr::HAG_SERVICE,
+        addr::CPE_DSL,
+        addr::CPE_LTE
+    )
+}
+
+/// Waits until `ns` accepts TCP on `port` of `ip` (a service came up).
+pub fn wait_port(ns: &str, ip: Ipv4Addr, port: u16, timeout: Duration) -> Result<(), LabError> {
+    let until = Instant::now() + timeout;
+    let probe = format!("exec 3<>/dev/tcp/{ip}/{port}");
+    while Instant::now() < until {
+        if nsexec(ns, "bash", &["-c", &probe]).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(LabError::Timeout(format!("{ip}:{port} in {ns}")))
+}
+
+fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
+    let dir = state_dir(&o.name);
+    let n = |node: &str| ns(&o.name, node);
+    for l in Link::ALL {
+        let ctl = control_path(&o.name, l);
+        emu::write_control(&ctl, &emu_entries(&st.shape(l))).map_err(LabError::Emu)?;
+        let ctl_s = ctl.display().to_string();
+        let pid = spawn_bg(
+            &o.exe,
+            &n(l.name()),
+            &["lab", "emu", "--control", &ctl_s],
+            &dir.join(format!("emu-{}.log", l.name())),
+        )?;
+        st.pids.push((format!("emu-{}", l.name()), pid));
+    }
+    let origin = format!("{}:{ORIGIN_PORT}", addr::ORIGIN);
+    let pid = spawn_bg(
+        &o.exe,
+        &n("net"),
+        &["lab", "origin", "--listen", &origin],
+        &dir.join("origin.log"),
+    )?;
+    st.pids.push(("origin".into(), pid));
+    save_state(st)?;
+    wait_port(
+        &n("net"),
+        addr::ORIGIN,
+        ORIGIN_PORT,
+        Duration::from_secs(10),
+    )?;
+    if o.tandem {
+        let hag_cfg = dir.join("hag.toml");
+        let cpe_cfg = dir.join("cpe.toml");
+        std::fs::write(&hag_cfg, hag_config()).map_err(LabError::Io)?;
+        std::fs::write(&cpe_cfg, cpe_config()).map_err(LabError::Io)?;
+        let hag_s = hag_cfg.display().to_string();
+        let pid = spawn_bg(
+            &o.exe,
+            &n("hag"),
+            &["hag", "run", "--config", &hag_s],
+            &dir.join("hag.log"),
+        )?;
+        st.pids.push(("hag".into(), pid));
+        save_state(st)?;
+        wait_port(
+            &n("hag"),
+            Ipv4Addr::LOCALHOST,
+            9102,
+            Duration::from_secs(10),
+        )?;
+        let cpe_s = cpe_cfg.display().to_string();
+        let pid = spawn_bg(
+            &o.exe,
+            &n("cpe"),
+            &["cpe", "run", "--config", &cpe_s],
+            &dir.join("cpe.log"),
+        )?;
+        st.pids.push(("cpe".into(), pid));
+        save_state(st)?;
+        wait_port(
+            &n("cpe"),
+            Ipv4Addr::LOCALHOST,
+            9101,
+            Duration::from_secs(10),
+        )?;
+    }
+    Ok(())
+}
+
+/// Brings a lab up. On any failure, tears down what was built.
+pub fn up(o: &UpOptions) -> Result<State, LabError> {
+    if o.name.is_empty() || o.name.len() > 8 || !o.name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(LabError::Invalid(format!(
+            "lab name {:?}: 1 to 8 letters or digits",
+            o.name
+        )));
+    }
+    if !existing_namespaces(&o.name).is_empty() {
+        return Err(LabError::Invalid(format!(
+            "lab {:?} is already up (tandem lab down --name {} first)",
+            o.name, o.name
+        )));
+    }
+    std::fs::create_dir_all(state_dir(&o.name)).map_err(LabError::Io)?;
+    let result = build(o).and_then(|mut st| {
+        save_state(&st)?;
+        start_services(o, &mut st).map(|()| st)
+    });
+    if result.is_err() {
+        let _ = down(&o.name);
+    }
+    result
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Stops the processes the lab started (SIGTERM, then SIGKILL after 5 s),
+/// deletes its namespaces and its state. Safe to run twice.
+pub fn down(name: &str) -> Result<(), LabError> {
+    if let Ok(st) = load_state(name) {
+        // CPE first: it removes its nftables table on SIGTERM.
+        let mut pids = st.pids.clone();
+        pids.sort_by_key(|(role, _)| if role == "cpe" { 0 } else { 1 });
+        for (role, pid) in &pids {
+            stop_pid(role, *pid);
+        }
+    }
+    for n in existing_namespaces(name) {
+        // Anything still running in the namespace was started by this lab.
+        let _ = sh("ip", &["netns", "pids", &n]).map(|out| {
+            for p in out.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                stop_pid("leftover", p);
+            }
+        });
+        sh("ip", &["netns", "del", &n])?;
+    }
+    let _ = std::fs::remove_dir_all(state_dir(name));
+    Ok(())
+}
+
+fn stop_pid(role: &str, pid: u32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let p = Pid::from_raw(pid as i32);
+    if kill(p, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) && Instant::now() < until {
+        // Reap if it is our child (when `up` and `down` run in one process).
+        let _ = nix::sys::wait::waitpid(p, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if pid_alive(pid) {
+        tracing::warn!(role, pid, "did not stop on SIGTERM; killing");
+        let _ = kill(p, Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(p, None);
+    }
+}
+
+/// Byte counters of an access link: (download, upload) bytes that left the
+/// link towards the CPE and towards the HAG.
+pub fn link_bytes(name: &str, l: Link) -> Result<(u64, u64), LabError> {
+    let node = ns(name, l.name());
+    let read = |dev: &str| -> Result<u64, LabError> {
+        let text = nsexec(
+            &node,
+            "cat",
+            &[&format!("/sys/class/net/{dev}/statistics/tx_bytes")],
+        )?;
+        text.trim()
+            .parse()
+            .map_err(|_| LabError::State(format!("tx_bytes of {dev}: {text:?}")))
+    };
+    Ok((read("cpe0")?, read("core0")?))
+}
+
+/// A change to a link.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LinkAction {
+    /// Take the link down (carrier lost at the street cabinet).
+    Cut,
+    /// Bring it back.
+    Restore,
+    /// Change rates, delay, jitter or loss.
+    Set {
+        /// Download rate, kbit/s.
+        down_kbit: Option<u64>,
+        /// Upload rate, kbit/s.
+        up_kbit: Option<u64>,
+        /// Round-trip delay, ms.
+        rtt_ms: Option<f64>,
+        /// Jitter, ms.
+        jitter_ms: Option<f64>,
+        /// Loss, percent.
+        loss_pct: Option<f64>,
+    },
+}
+
+/// Parses `rate=8mbit down=.. up=.. delay=15ms jitter=2ms loss=1%`.
+pub fn parse_set(args: &[String]) -> Result<LinkAction, LabError> {
+    let (mut down, mut up, mut rtt, mut jitter, mut loss) = (None, None, None, None, None);
+    for a in args {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| LabError::Invalid(format!("{a:?}: expected key=value")))?;
+        let bad = || LabError::Invalid(format!("{a:?}: bad value"));
+        match k {
+            "rate" => {
+                let r = crate::profile::parse_rate(v).ok_or_else(bad)?;
+                down = Some(r);
+                up = Some(r);
+            }
+            "down" => down = Some(crate::profile::parse_rate(v).ok_or_else(bad)?),
+            "up" => up = Some(crate::profile::parse_rate(v).ok_or_else(bad)?),
+            "delay" | "rtt" => rtt = Some(crate::profile::parse_ms(v).ok_or_else(bad)?),
+            "jitter" => jitter = Some(crate::profile::parse_ms(v).ok_or_else(bad)?),
+            "loss" => loss = Some(crate::profile::parse_pct(v).ok_or_else(bad)?),
+            _ => {
+                return Err(LabError::Invalid(format!(
+                    "{k:?}: expected rate, down, up, delay, jitter or loss"
+                )))
+            }
+        }
+    }
+    if args.is_empty() {
+        return Err(LabError::Invalid("nothing to set".into()));
+    }
+    Ok(LinkAction::Set {
+        down_kbit: down,
+        up_kbit: up,
+        rtt_ms: rtt,
+        jitter_ms: jitter,
+        loss_pct: loss,
+    })
+}
+
+/// Applies a change to a link of a running lab.
+pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
+    let mut st = load_state(name)?;
+    let node = ns(name, l.name());
+    match action {
+        LinkAction::Cut => {
+            ipn(&node, "link set cpe0 down")?;
+            *cut_flag(&mut st, l) = true;
+        }
+        LinkAction::Restore => {
+            ipn(&node, "link set cpe0 up")?;
+            // Link down removed the routes through that interface: re-add.
+            let (gw, dev, table) = match l {
+                Link::Dsl => (addr::DSL_GW, "dsl0", "10"),
+                Link::Lte => (addr::LTE_GW, "lte0", "20"),
+            };
+            let cpe = ns(name, "cpe");
+            let _ = ipn(
+                &cpe,
+                &format!("route replace default via {gw} dev {dev} table {table} congctl cubic"),
+            );
+            if l == Link::Dsl {
+                let _ = ipn(
+                    &cpe,
+                    &format!("route replace default via {gw} dev {dev} congctl cubic"),
+                );
+            }
+            *cut_flag(&mut st, l) = false;
+        }
+        LinkAction::Set {
+            down_kbit,
+            up_kbit,
+            rtt_ms,
+            jitter_ms,
+            loss_pct,
+        } => {
+            let s = st.shape_mut(l);
+            if let Some(v) = down_kbit {
+                s.down_kbit = *v;
+            }
+            if let Some(v) = up_kbit {
+                s.up_kbit = *v;
+            }
+            if let Some(v) = rtt_ms {
+                s.rtt_ms = *v;
+            }
+            if let Some(v) = jitter_ms {
+                s.jitter_ms = *v;
+            }
+            if let Some(v) = loss_pct {
+                s.loss_pct = *v;
+            }
+            let s = *s;
+            if down_kbit.is_some() {
+                shape_dev(&node, "cpe0", s.down_kbit)?;
+            }
+            if up_kbit.is_some() {
+                shape_dev(&node, "core0", s.up_kbit)?;
+            }
+            emu::write_control(&control_path(name, l), &emu_entries(&s)).map_err(LabError::Emu)?;
+        }
+    }
+    save_state(&st)
+}
+
+fn cut_flag(st: &mut State, l: Link) -> &mut bool {
+    match l {
+        Link::Dsl => &mut st.dsl_cut,
+        Link::Lte => &mut st.lte_cut,
+    }
+}
+
+/// A human summary of a lab.
+pub fn status(name: &str) -> Result<String, LabError> {
+    let st = load_state(name)?;
+    let mut out = format!("lab {} (profile {})\n", st.name, st.profile);
+    for l in Link::ALL {
+        let s = st.shape(l);
+        let cut = if match l {
+            Link::Dsl => st.dsl_cut,
+            Link::Lte => st.lte_cut,
+        } {
+            " CUT"
+        } else {
+            ""
+        };
+        let (down, up) = link_bytes(name, l).unwrap_or((0, 0));
+        out += &format!(
+            "  {}: {}/{} kbit/s, rtt {} ms, jitter {} ms, loss {}%{cut}; bytes down {down} up {up}\n",
+            l.name(),
+            s.down_kbit,
+            s.up_kbit,
+            s.rtt_ms,
+            s.jitter_ms,
+            s.loss_pct
+        );
+    }
+    for (role, pid) in &st.pids {
+        let alive = if pid_alive(*pid) { "running" } else { "EXITED" };
+        out += &format!("  {role}: pid {pid} {alive}\n");
+    }
+    out += &format!(
+        "  namespaces: {}\n  origin http://{}:{ORIGIN_PORT}/  hag {}:{HAG_PORT}\n",
+        existing_namespaces(name).join(" "),
+        addr::ORIGIN,
+        addr::HAG_SERVICE
+    );
+    Ok(out)
+}
+
+/// The address of a node that the other nodes reach it at.
+pub fn node_addr(node: &str) -> Option<IpAddr> {
+    Some(IpAddr::V4(match node {
+        "home" => addr::HOME,
+        "cpe" => addr::CPE_LAN,
+        "hag" => addr::HAG_SERVICE,
+        "net" => addr::ORIGIN,
+        _ => return None,
+    }))
+}
