@@ -1,0 +1,184 @@
+//! Shared harness of the end-to-end tests: a lab that is torn down even when
+//! the test fails, commands inside its namespaces, metrics scraping.
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+
+/// One lab at a time: they share the machine's two cores, and a shaped-link
+/// measurement next to another lab's traffic means nothing.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// A running lab; `Drop` runs `tandem lab down` (also on panic) and checks
+/// that nothing was left behind.
+pub struct Lab {
+    pub name: String,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    pub fn up(tag: &str, profile: &str) -> Self {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let name = format!("{tag}{}", std::process::id() % 1000);
+        let _ = Command::new(TANDEM)
+            .args(["lab", "down", "--name", &name])
+            .output();
+        let lab = Self {
+            name,
+            _serial: serial,
+        };
+        let out = Command::new(TANDEM)
+            .args(["lab", "up", "--name", &lab.name, "--profile", profile])
+            .output()
+            .expect("run tandem lab up");
+        assert!(
+            out.status.success(),
+            "lab up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    pub fn ns(&self, node: &str) -> String {
+        format!("{}-{node}", self.name)
+    }
+
+    /// Runs a command in a node; returns its output (does not assert).
+    pub fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(node)])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Runs a command in a node and returns stdout; panics on failure.
+    pub fn ok(&self, node: &str, cmd: &[&str]) -> String {
+        let out = self.exec(node, cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {node} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The admin metrics of the HAG (`hag`) or the CPE (`cpe`).
+    pub fn metrics(&self, node: &str) -> String {
+        let port = if node == "hag" { "9102" } else { "9101" };
+        self.ok(
+            node,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{port}/metrics"),
+            ],
+        )
+    }
+
+    /// A kernel counter of a node from /proc/net/netstat (e.g. "TCPFastOpenPassive").
+    pub fn netstat(&self, node: &str, name: &str) -> u64 {
+        let text = self.ok(node, &["cat", "/proc/net/netstat"]);
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            if pair.len() < 2 {
+                continue;
+            }
+            let keys: Vec<&str> = pair[0].split_whitespace().collect();
+            let vals: Vec<&str> = pair[1].split_whitespace().collect();
+            if let Some(i) = keys.iter().position(|k| *k == name) {
+                return vals[i].parse().unwrap();
+            }
+        }
+        panic!("no counter {name} in {node}");
+    }
+
+    pub fn log(&self, file: &str) -> String {
+        std::fs::read_to_string(format!("/run/tandem-lab/{}/{file}", self.name)).unwrap_or_default()
+    }
+
+    pub fn pid(&self, role: &str) -> u32 {
+        let state =
+            std::fs::read_to_string(format!("/run/tandem-lab/{}/state.toml", self.name)).unwrap();
+        let v: toml::Value = toml::from_str(&state).unwrap();
+        for p in v["pids"].as_array().unwrap() {
+            let a = p.as_array().unwrap();
+            if a[0].as_str() == Some(role) {
+                return a[1].as_integer().unwrap() as u32;
+            }
+        }
+        panic!("no pid for {role}");
+    }
+
+    /// Runs `f` on a thread inside a node's network namespace.
+    pub fn in_ns<T: Send + 'static>(
+        &self,
+        node: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let path = format!("/run/netns/{}", self.ns(node));
+        std::thread::spawn(move || {
+            let file = File::open(&path).expect("open netns");
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("thread in namespace")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = Command::new(TANDEM)
+            .args(["lab", "down", "--name", &self.name])
+            .output();
+        let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let left = String::from_utf8_lossy(&left.stdout);
+        let prefix = format!("{}-", self.name);
+        let leaked: Vec<&str> = left.lines().filter(|l| l.starts_with(&prefix)).collect();
+        if !std::thread::panicking() {
+            assert!(out.is_ok_and(|o| o.status.success()), "lab down failed");
+            assert!(leaked.is_empty(), "namespaces leaked: {leaked:?}");
+        }
+    }
+}
+
+/// The value of one metric line (exact name with labels), 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == series).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// SHA-256 of what `GET /bytes/len` returns.
+pub fn expected(len: u64) -> String {
+    lab::origin::expected_sha256(len)
+}

@@ -1,0 +1,585 @@
+//! End to end: a home device behind `tandem cpe` talks to a server on the
+//! lab's internet through `tandem hag`, over both emulated links, with real
+//! curl and a real HTTP server. Needs root (network namespaces).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{eventually, expected, metric, root, Lab};
+use convert_proto::{Connect, ErrorCode, Message, Tlv};
+
+const ORIGIN: &str = "http://203.0.113.10:80";
+
+/// Reads a pcap file and returns the TCP payloads of the packets in it.
+fn pcap_tcp_payloads(path: &str) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).expect("read pcap");
+    assert!(data.len() >= 24, "pcap too short");
+    let le = data[0..4] == [0xd4, 0xc3, 0xb2, 0xa1];
+    let u32_at = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let linktype = u32_at(&data[20..24]);
+    let mut out = Vec::new();
+    let mut off = 24;
+    while off + 16 <= data.len() {
+        let incl = u32_at(&data[off + 8..off + 12]) as usize;
+        let pkt = &data[off + 16..(off + 16 + incl).min(data.len())];
+        off += 16 + incl;
+        // Ethernet (1) or Linux cooked (113) framing.
+        let l3 = match linktype {
+            1 => 14,
+            113 => 16,
+            _ => panic!("linktype {linktype}"),
+        };
+        let Some(ip) = pkt.get(l3..) else { continue };
+        if ip.is_empty() || ip[0] >> 4 != 4 {
+            continue;
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let Some(tcp) = ip.get(ihl..total.min(ip.len())) else {
+            continue;
+        };
+        if tcp.len() < 20 {
+            continue;
+        }
+        let doff = usize::from(tcp[12] >> 4) * 4;
+        out.push(tcp.get(doff..).unwrap_or_default().to_vec());
+    }
+    out
+}
+
+#[test]
+fn download_upload_identical_both_links_and_zero_rtt() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::up("dp", "rural");
+    let passive_before = lab.netstat("hag", "TCPFastOpenPassive");
+
+    // (c) capture the SYNs that reach the HAG over the fixed line.
+    let pcap = format!("/run/tandem-lab/{}/syn.pcap", lab.name);
+    let mut capture = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("hag"),
+            "tcpdump",
+            "-i",
+            "dsl0",
+            "-U",
+            "-c",
+            "4",
+            "-w",
+            &pcap,
+        ])
+        .args(["tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0 and dst port 5124"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(700));
+
+    // (a) a 20 MB download, byte-identical.
+    let size = 20_000_000u64;
+    let got = lab.ok(
+        "home",
+        &[
+            "sh",
+            "-c",
+            &format!("curl -sS --fail --max-time 120 {ORIGIN}/bytes/{size} | sha256sum"),
+        ],
+    );
+    assert_eq!(
+        got.split_whitespace().next().unwrap(),
+        expected(size),
+        "download differs"
+    );
+
+    // (a) a 5 MB upload, byte-identical (the server answers the hash it received).
+    let file = format!("/run/tandem-lab/{}/upload.bin", lab.name);
+    let mut data = vec![0u8; 5_000_000];
+    lab::origin::fill(8 * 12345, &mut data);
+    std::fs::write(&file, &data).unwrap();
+    let local = lab.ok("home", &["sha256sum", &file]);
+    let remote = lab.ok(
+        "home",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "120",
+            "--data-binary",
+            &format!("@{file}"),
+            &format!("{ORIGIN}/upload"),
+        ],
+    );
+    assert_eq!(
+        remote.split_whitespace().next(),
+        local.split_whitespace().next(),
+        "upload differs"
+    );
+    assert!(remote.contains(" 5000000"), "{remote}");
+
+    // (b) both subflows carried bytes: the CPE's per-subflow kernel counters
+    // (MPTCP_TCPINFO) and the lab's link counters.
+    let cpe = {
+        let mut text = String::new();
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                text = lab.metrics("cpe");
+                metric(&text, "tandem_cpe_active_connections") == 0.0
+            }),
+            "connections did not end: {text}"
+        );
+        text
+    };
+    let dsl_down = metric(
+        &cpe,
+        "tandem_cpe_link_bytes_total{link=\"dsl\",direction=\"down\"}",
+    );
+    let lte_down = metric(
+        &cpe,
+        "tandem_cpe_link_bytes_total{link=\"lte\",direction=\"down\"}",
+    );
+    let dsl_up = metric(
+        &cpe,
+        "tandem_cpe_link_bytes_total{link=\"dsl\",direction=\"up\"}",
+    );
+    let lte_up = metric(
+        &cpe,
+        "tandem_cpe_link_bytes_total{link=\"lte\",direction=\"up\"}",
+    );
+    println!("subflow bytes: dsl down {dsl_down} up {dsl_up}, lte down {lte_down} up {lte_up}");
+    assert!(
+        dsl_down > 1e6 && lte_down > 1e6,
+        "download not on both links: {cpe}"
+    );
+    assert!(
+        dsl_up > 2e5 && lte_up > 2e5,
+        "upload not on both links: {cpe}"
+    );
+    assert!(dsl_down + lte_down >= size as f64, "{cpe}");
+    assert!(
+        metric(&cpe, "tandem_cpe_multipath_connections_total") >= 2.0,
+        "{cpe}"
+    );
+    let (dsl_link, _) = lab::topology::link_bytes(&lab.name, lab::Link::Dsl).unwrap();
+    let (lte_link, _) = lab::topology::link_bytes(&lab.name, lab::Link::Lte).unwrap();
+    assert!(
+        dsl_link > 1_000_000 && lte_link > 1_000_000,
+        "link counters {dsl_link} {lte_link}"
+    );
+
+    // (c) 0-RTT: the Convert message and the first bytes were in the SYN.
+    let passive_after = lab.netstat("hag", "TCPFastOpenPassive");
+    assert!(
+        passive_after >= passive_before + 2,
+        "server-side Fast Open not used"
+    );
+    let hag = lab.metrics("hag");
+    assert!(metric(&hag, "tandem_hag_syn_data_total") >= 2.0, "{hag}");
+    assert!(metric(&cpe, "tandem_cpe_syn_data_total") >= 2.0, "{cpe}");
+    let _ = eventually(Duration::from_secs(3), || {
+        capture.try_wait().ok().flatten().is_some()
+    });
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(capture.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = capture.wait();
+    let syns = pcap_tcp_payloads(&pcap);
+    let with_convert: Vec<&Vec<u8>> = syns
+        .iter()
+        .filter(|p| {
+            p.len() > 4
+                && p[0] == convert_proto::VERSION
+                && p[2..4] == convert_proto::MAGIC.to_be_bytes()
+        })
+        .collect();
+    assert!(
+        !with_convert.is_empty(),
+        "no SYN carried a Convert message: {syns:?}"
+    );
+    let (msg, used) = Message::decode(with_convert[0]).expect("Convert message in the SYN");
+    let c = msg.connect().expect("Connect TLV");
+    assert_eq!(c.remote, "203.0.113.10:80".parse::<SocketAddr>().unwrap());
+    assert!(
+        with_convert[0][used..].starts_with(b"GET /bytes/"),
+        "the HTTP request did not ride in the SYN"
+    );
+}
+
+/// Sends one Convert Connect from a node (optionally from a source address)
+/// and returns the HAG's reply.
+fn convert_request(lab: &Lab, node: &str, bind: Option<&str>, dest: &str) -> Message {
+    let dest: SocketAddr = dest.parse().unwrap();
+    let bind = bind.map(|b| b.parse::<std::net::IpAddr>().unwrap());
+    lab.in_ns(node, move || {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if let Some(ip) = bind {
+            sock.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+        }
+        sock.connect_timeout(
+            &"10.66.0.1:5124".parse::<SocketAddr>().unwrap().into(),
+            Duration::from_secs(5),
+        )
+        .expect("connect to the HAG");
+        let mut s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = Message {
+            tlvs: vec![Tlv::Connect(Connect {
+                remote: dest,
+                tcp_options: vec![],
+            })],
+        };
+        s.write_all(&req.to_bytes()).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).expect("reply then close");
+        Message::decode(&buf).expect("a Convert reply").0
+    })
+}
+
+#[test]
+fn refusals_are_error_tlvs_and_lan_resets() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::up("er", "fast");
+
+    // (d) a client outside the subscriber prefixes: Not Authorized.
+    let reply = convert_request(&lab, "net", None, "203.0.113.10:80");
+    assert_eq!(
+        reply.error().map(|e| e.code),
+        Some(ErrorCode::NOT_AUTHORIZED),
+        "{reply:?}"
+    );
+
+    // A subscriber asking for the HAG itself or loopback: Not Authorized.
+    for dest in ["10.66.0.1:5124", "127.0.0.1:22", "10.65.1.2:9102"] {
+        let reply = convert_request(&lab, "cpe", Some("10.64.1.2"), dest);
+        assert_eq!(
+            reply.error().map(|e| e.code),
+            Some(ErrorCode::NOT_AUTHORIZED),
+            "{dest}: {reply:?}"
+        );
+    }
+
+    // (e) a destination that refuses: the HAG answers Connection Reset, the
+    // CPE resets the device's connection.
+    let out = lab.exec(
+        "home",
+        &["curl", "-sS", "--max-time", "20", "http://203.0.113.10:9/"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(56), "curl: {stderr}");
+    assert!(stderr.contains("reset"), "curl: {stderr}");
+    let hag = lab.metrics("hag");
+    assert!(
+        metric(
+            &hag,
+            "tandem_hag_errors_sent_total{reason=\"connection_reset\"}"
+        ) >= 1.0,
+        "{hag}"
+    );
+    assert!(
+        metric(
+            &hag,
+            "tandem_hag_errors_sent_total{reason=\"not_authorized\"}"
+        ) >= 4.0,
+        "{hag}"
+    );
+    let cpe = lab.metrics("cpe");
+    assert!(
+        metric(
+            &cpe,
+            "tandem_cpe_hag_errors_total{reason=\"connection_reset\"}"
+        ) >= 1.0,
+        "{cpe}"
+    );
+    assert!(lab.log("cpe.log").contains("HAG refused: Connection Reset"));
+    assert!(lab.log("hag.log").contains("Connection Reset"));
+
+    // A reachable destination still works afterwards.
+    lab.ok(
+        "home",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            ORIGIN,
+        ],
+    );
+}
+
+/// What one hostile connection got back.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    ErrorTlv(u8),
+    Closed,
+}
+
+fn hostile_payload(i: usize) -> Vec<u8> {
+    let good = Message {
+        tlvs: vec![Tlv::Connect(Connect {
+            remote: "203.0.113.10:80".parse().unwrap(),
+            tcp_options: vec![],
+        })],
+    }
+    .to_bytes();
+    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    match i % 8 {
+        0 => (0..(rnd() % 64 + 1)).map(|_| rnd() as u8).collect(), // garbage
+        1 => good[..(rnd() as usize % good.len())].to_vec(),       // truncated
+        2 => {
+            let mut g = good.clone();
+            g[0] = 2; // wrong version
+            g
+        }
+        3 => {
+            let mut g = good.clone();
+            g[2] = 0x99; // wrong magic
+            g
+        }
+        4 => {
+            let mut g = good.clone();
+            g[5] = 10; // TLV length past the end of the message
+            g
+        }
+        5 => {
+            let mut g = good.clone();
+            g[5] = 0; // TLV length zero
+            g
+        }
+        6 => {
+            // duplicated Connect TLV
+            let mut g = good.clone();
+            g.extend_from_slice(&good[4..]);
+            g[1] = (g.len() / 4) as u8;
+            g
+        }
+        _ => {
+            let mut g = good.clone();
+            g[4] = 77; // unknown TLV type
+            g
+        }
+    }
+}
+
+#[test]
+fn thousand_hostile_headers_while_a_download_runs() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::up("hs", "rural");
+    let size = 12_000_000u64;
+    let download = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns("home"), "sh", "-c"])
+        .arg(format!(
+            "curl -sS --fail --max-time 120 {ORIGIN}/bytes/{size} | sha256sum"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 1,000 hostile connections from subscriber addresses (both links), 20
+    // at a time; each must get an Error TLV or a close.
+    let mut workers = Vec::new();
+    for w in 0..20usize {
+        let ns = lab.ns("cpe");
+        workers.push(std::thread::spawn(move || {
+            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            nix::sched::setns(
+                std::os::fd::AsFd::as_fd(&f),
+                nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .unwrap();
+            let src = if w % 2 == 0 { "10.64.1.2" } else { "10.64.2.2" };
+            let mut answers = Vec::new();
+            for k in 0..50usize {
+                let i = w * 50 + k;
+                let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                sock.bind(&format!("{src}:0").parse::<SocketAddr>().unwrap().into())
+                    .unwrap();
+                sock.connect_timeout(
+                    &"10.66.0.1:5124".parse::<SocketAddr>().unwrap().into(),
+                    Duration::from_secs(10),
+                )
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+                let mut s: TcpStream = sock.into();
+                s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                let _ = s.write_all(&hostile_payload(i));
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let mut buf = Vec::new();
+                let answer = match s.read_to_end(&mut buf) {
+                    Ok(_) if buf.is_empty() => Answer::Closed,
+                    Ok(_) => match Message::decode(&buf) {
+                        Ok((m, _)) => Answer::ErrorTlv(m.error().map(|e| e.code.0).unwrap_or(255)),
+                        Err(e) => panic!("connection {i}: undecodable reply {buf:?}: {e}"),
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        panic!("connection {i}: silent reset")
+                    }
+                    Err(e) => panic!("connection {i}: no answer: {e}"),
+                };
+                answers.push((i, answer));
+            }
+            answers
+        }));
+    }
+    let answers: Vec<(usize, Answer)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert_eq!(answers.len(), 1000);
+    let errors = answers
+        .iter()
+        .filter(|(_, a)| matches!(a, Answer::ErrorTlv(_)))
+        .count();
+    // Every kind with a decodable header prefix gets the RFC's error.
+    for (i, a) in &answers {
+        let want = match i % 8 {
+            2 => Some(ErrorCode::UNSUPPORTED_VERSION.0),
+            3..=6 => Some(ErrorCode::MALFORMED_MESSAGE.0),
+            7 => Some(ErrorCode::UNSUPPORTED_MESSAGE.0),
+            _ => None,
+        };
+        if let Some(code) = want {
+            assert_eq!(
+                *a,
+                Answer::ErrorTlv(code),
+                "connection {i} ({:?})",
+                hostile_payload(*i)
+            );
+        }
+    }
+    println!("hostile: {errors} Error TLVs, {} closes", 1000 - errors);
+    let out = download.wait_with_output().unwrap();
+    assert!(out.status.success(), "download failed during the barrage");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap(),
+        expected(size)
+    );
+    // The HAG is alive and counted what it refused.
+    lab.ok(
+        "hag",
+        &["curl", "-sS", "--fail", "http://127.0.0.1:9102/live"],
+    );
+    let hag = lab.metrics("hag");
+    assert!(
+        metric(
+            &hag,
+            "tandem_hag_errors_sent_total{reason=\"malformed_message\"}"
+        ) >= 400.0,
+        "{hag}"
+    );
+    assert!(
+        metric(
+            &hag,
+            "tandem_hag_errors_sent_total{reason=\"unsupported_version\"}"
+        ) >= 100.0,
+        "{hag}"
+    );
+}
+
+#[test]
+fn cpe_removes_its_table_on_sigterm_and_after_a_crash() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::up("cl", "fast");
+    let tables = || lab.ok("cpe", &["nft", "list", "tables"]);
+    assert!(tables().contains("tandem_cpe"));
+    // A crash (SIGKILL) leaves the table; a restart replaces it and works.
+    let pid = nix::unistd::Pid::from_raw(lab.pid("cpe") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(eventually(Duration::from_secs(5), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }));
+    assert!(
+        tables().contains("tandem_cpe"),
+        "a killed CPE cannot clean up"
+    );
+    let cfg = format!("/run/tandem-lab/{}/cpe.toml", lab.name);
+    let mut cpe = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("cpe"),
+            common::TANDEM,
+            "cpe",
+            "run",
+            "--config",
+            &cfg,
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        lab.exec(
+            "cpe",
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "http://127.0.0.1:9101/live",
+            ],
+        )
+        .status
+        .success()
+    }));
+    assert_eq!(tables().matches("tandem_cpe").count(), 1);
+    lab.ok(
+        "home",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            ORIGIN,
+        ],
+    );
+    // SIGTERM: the table and the policy route go away.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cpe.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = cpe.wait().unwrap();
+    assert!(status.success(), "cpe exit: {status}");
+    assert!(!tables().contains("tandem_cpe"), "table left after SIGTERM");
+    assert!(
+        !lab.ok("cpe", &["ip", "rule"]).contains("0x7464"),
+        "policy rule left"
+    );
+}
