@@ -138,6 +138,7 @@ async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
             error!(hag = %c.hag, "HAG unreachable: {e}");
             Metrics::count(&m.hag_unreachable, "connect");
             m.hag_reachable.set(0);
+            reset(lan);
             return;
         }
     };
@@ -146,6 +147,7 @@ async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
         error!(hag = %c.hag, "HAG unreachable: {e}");
         Metrics::count(&m.hag_unreachable, "connect");
         m.hag_reachable.set(0);
+        reset(lan);
         return;
     }
     let (reply, early) = match relay::read_message(&mut hag, c.hag_reply_timeout).await {
@@ -161,6 +163,7 @@ async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
             Metrics::count(&m.hag_unreachable, reason);
             m.hag_reachable.set(0);
             mptcp_sock::set_reset_on_close(&hag);
+            reset(lan);
             return;
         }
     };

@@ -2,6 +2,7 @@
 //! `run(config, shutdown)`.
 
 mod demo;
+mod shield_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,11 @@ enum Cmd {
     Cpe {
         #[command(subcommand)]
         cmd: CpeCmd,
+    },
+    /// The protective DNS shield (anti-phishing resolver, warning page).
+    Shield {
+        #[command(subcommand)]
+        cmd: shield_cmd::ShieldCmd,
     },
     /// The virtual network lab (namespaces, emulated links).
     Lab {
@@ -288,6 +294,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Lab { cmd } => lab_cmd(cmd),
+        Cmd::Shield { cmd } => shield_cmd::run(cmd),
         Cmd::Demo {
             profile,
             name,

@@ -477,7 +477,11 @@ fn thousand_hostile_headers_while_a_download_runs() {
     }
     println!("hostile: {errors} Error TLVs, {} closes", 1000 - errors);
     let out = download.wait_with_output().unwrap();
-    assert!(out.status.success(), "download failed during the barrage");
+    assert!(
+        out.status.success(),
+        "download failed during the barrage: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()

@@ -1,0 +1,42 @@
+# Tandem: two commands on a fresh Debian machine, as root.
+#   make demo   installs what it needs, builds, runs the demo on the lab
+#   make test   installs what it needs, runs every check and test
+SHELL := /bin/bash
+CARGO ?= cargo
+
+# Debian packages the lab, the demo and the tests use.
+DEB_PACKAGES := nftables iptables iproute2 ethtool tcpdump curl iperf3 procps bind9-dnsutils nsd unbound dnsperf
+
+.PHONY: demo test deps build lint unit fuzz-build clean-lab
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@modprobe nfnetlink_queue 2>/dev/null || true
+
+build: deps
+	$(CARGO) build --release --locked
+
+demo: build
+	./target/release/tandem demo --profile rural
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+fuzz-build:
+	cd fuzz && $(CARGO) build --locked
+
+test: deps lint
+	$(CARGO) test --locked --workspace
+	$(MAKE) fuzz-build
+
+# Removes a lab left by an interrupted run (names: tdm, demo).
+clean-lab:
+	-./target/release/tandem lab down --name tdm
+	-./target/release/tandem lab down --name demo

@@ -1,0 +1,2 @@
+//! Tandem shield (being written).
+#![forbid(unsafe_code)]
