@@ -59,6 +59,14 @@ struct Raw {
     route_table: u32,
     #[serde(default = "yes")]
     manage_mptcp_endpoints: bool,
+    #[serde(default)]
+    cookie: Option<String>,
+    #[serde(default = "default_rcvbuf")]
+    mptcp_rcvbuf_bytes: usize,
+}
+
+fn default_rcvbuf() -> usize {
+    4 << 20
 }
 
 fn default_port() -> u16 {
@@ -129,6 +137,12 @@ pub struct Config {
     pub route_table: u32,
     /// Set the MPTCP limits and the mobile `subflow` endpoint at start.
     pub manage_mptcp_endpoints: bool,
+    /// The subscriber credential the HAG issued (`tandem hag subscriber
+    /// add`), sent in the RFC 8803 Cookie TLV of every connection.
+    pub cookie: Option<Vec<u8>>,
+    /// Receive buffer of each MPTCP connection to the HAG (0: kernel
+    /// autotuning). See `mptcp_sock::ConnectOptions::rcvbuf`.
+    pub mptcp_rcvbuf_bytes: usize,
 }
 
 impl Config {
@@ -168,7 +182,39 @@ impl Config {
         {
             return invalid("fwmark must be non-zero and route_table not 0 or 252..255".into());
         }
+        let cookie = match &raw.cookie {
+            None => None,
+            Some(hex) => {
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| {
+                        hex.get(i..i + 2)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    })
+                    .collect::<Option<Vec<u8>>>();
+                match bytes {
+                    Some(b)
+                        if hex.len() % 2 == 0
+                            && !b.is_empty()
+                            && b.len() % 4 == 0
+                            && b.len() <= 512 =>
+                    {
+                        Some(b)
+                    }
+                    _ => {
+                        return invalid(
+                            "cookie must be hex, a multiple of 4 bytes, at most 512".into(),
+                        )
+                    }
+                }
+            }
+        };
+        if raw.mptcp_rcvbuf_bytes != 0 && !(65_536..=256 << 20).contains(&raw.mptcp_rcvbuf_bytes) {
+            return invalid("mptcp_rcvbuf_bytes must be 0 or between 65536 and 268435456".into());
+        }
         Ok(Self {
+            cookie,
+            mptcp_rcvbuf_bytes: raw.mptcp_rcvbuf_bytes,
             lan_interface: raw.lan_interface,
             hag: raw.hag,
             intercept_port: raw.intercept_port,

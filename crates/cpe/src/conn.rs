@@ -1,8 +1,7 @@
 //! One intercepted LAN connection: Convert over MPTCP to the HAG, relay.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,6 @@ use convert_proto::{Connect, Message, Tlv};
 use relay::{PreambleError, RelayOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
@@ -37,49 +35,6 @@ async fn write_first(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Per-subflow byte counts sampled while the connection lives (subflows
-/// disappear from the kernel's list as they close, so the last sample before
-/// the end is kept).
-#[derive(Default)]
-struct LinkSample {
-    /// (local address) → (bytes sent and acked, bytes received).
-    by_local: HashMap<IpAddr, (u64, u64)>,
-}
-
-impl LinkSample {
-    fn update(&mut self, sock: &socket2::Socket) {
-        if let Ok(subflows) = mptcp_sock::info::subflows(sock) {
-            for s in subflows {
-                let e = self
-                    .by_local
-                    .entry(s.local.ip().to_canonical())
-                    .or_default();
-                e.0 = e.0.max(s.bytes_acked);
-                e.1 = e.1.max(s.bytes_received);
-            }
-        }
-    }
-}
-
-/// Samples the subflows every 500 ms until told to stop; returns the totals.
-fn spawn_sampler(
-    sock: socket2::Socket,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<LinkSample>) {
-    let (tx, mut rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let mut sample = LinkSample::default();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => sample.update(&sock),
-                _ = &mut rx => { sample.update(&sock); break; }
-            }
-        }
-        sample
-    });
-    (tx, task)
 }
 
 /// Serves one intercepted connection.
@@ -112,12 +67,15 @@ async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
         Err(_) => 0,
     };
     first.truncate(n);
-    let header = Message {
+    let mut header = Message {
         tlvs: vec![Tlv::Connect(Connect {
             remote: dest,
             tcp_options: Vec::new(),
         })],
     };
+    if let Some(cookie) = &c.cookie {
+        header.tlvs.push(Tlv::Cookie(cookie.clone()));
+    }
     let mut syn = header.to_bytes();
     syn.extend_from_slice(&first);
 
@@ -128,6 +86,7 @@ async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
         bind: Some(SocketAddr::new(c.dsl.address, 0)),
         congestion: Some(c.congestion_control.clone()),
         mark: None,
+        rcvbuf: (c.mptcp_rcvbuf_bytes > 0).then_some(c.mptcp_rcvbuf_bytes),
     };
     let hag = match mptcp_sock::connect_fastopen(c.hag, &opts)
         .map_err(|e| io::Error::new(e.kind(), e.to_string()))
@@ -187,7 +146,7 @@ async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
     let sampler = socket2::SockRef::from(&hag)
         .try_clone()
         .ok()
-        .map(spawn_sampler);
+        .map(|dup| mptcp_sock::info::spawn_sampler(dup, Duration::from_millis(500)));
     let opts = RelayOptions {
         idle_timeout: c.idle_timeout,
         ..RelayOptions::default()
@@ -199,22 +158,20 @@ async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
         "relay ended: {:?}",
         out.end
     );
-    if let Some((stop, task)) = sampler {
-        let _ = stop.send(());
-        if let Ok(sample) = task.await {
-            let mut links_used = 0;
-            for (ip, (up, down)) in sample.by_local {
-                let Some(link) = c.link_of(ip) else { continue };
-                m.add_link_bytes(link, "up", up);
-                m.add_link_bytes(link, "down", down);
-                if up + down > 0 {
-                    links_used += 1;
-                }
-                info!(link, up, down, "subflow bytes");
+    if let Some(sampler) = sampler {
+        let totals = sampler.finish().await;
+        let mut links_used = 0;
+        for (ip, (up, down)) in totals.by_address(true) {
+            let Some(link) = c.link_of(ip) else { continue };
+            m.add_link_bytes(link, "up", up);
+            m.add_link_bytes(link, "down", down);
+            if up + down > 0 {
+                links_used += 1;
             }
-            if links_used > 1 {
-                m.multipath_connections.inc();
-            }
+            info!(link, up, down, "subflow bytes");
+        }
+        if links_used > 1 {
+            m.multipath_connections.inc();
         }
     }
 }

@@ -33,8 +33,47 @@ pub enum ConfigError {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawKey {
+    id: u8,
+    secret: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    require_cookie: bool,
+    current_key: u8,
+    keys: Vec<RawKey>,
+    cookie_validity_days: u32,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            require_cookie: false,
+            current_key: 0,
+            keys: Vec::new(),
+            cookie_validity_days: 365,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Raw {
     listen: SocketAddr,
+    #[serde(default)]
+    service_addresses: Vec<IpAddr>,
+    #[serde(default)]
+    registry: Option<std::path::PathBuf>,
+    #[serde(default)]
+    allow_destinations: Vec<IpNet>,
+    #[serde(default = "default_deny")]
+    deny_private_destinations: bool,
+    #[serde(default)]
+    links: std::collections::BTreeMap<String, Vec<IpNet>>,
+    #[serde(default)]
+    auth: RawAuth,
     #[serde(default = "default_admin")]
     admin_listen: SocketAddr,
     subscriber_prefixes: Vec<IpNet>,
@@ -82,6 +121,12 @@ struct RawLimits {
     fastopen_queue: u32,
     backlog: i32,
     backoff_secs: u8,
+    per_subscriber_connections: u32,
+    per_subscriber_rate: f64,
+    per_subscriber_pending: u32,
+    per_source_pending: u32,
+    error_replies_per_sec: f64,
+    mptcp_rcvbuf_bytes: usize,
 }
 
 impl Default for RawLimits {
@@ -89,12 +134,43 @@ impl Default for RawLimits {
         Self {
             max_connections: 20_000,
             buffer_bytes: 16 * 1024,
-            fastopen_queue: 4_096,
+            fastopen_queue: 1_024,
             backlog: 4_096,
             backoff_secs: 5,
+            per_subscriber_connections: 1_024,
+            per_subscriber_rate: 100.0,
+            per_subscriber_pending: 128,
+            per_source_pending: 512,
+            error_replies_per_sec: 2_000.0,
+            mptcp_rcvbuf_bytes: 2 << 20,
         }
     }
 }
+
+fn default_deny() -> bool {
+    true
+}
+
+/// Ranges refused as destinations unless `allow_destinations` lists them:
+/// private, shared (CGNAT), link-local, loopback, "this network", multicast,
+/// reserved, and their IPv6 counterparts. The operator's own ranges go in
+/// `deny_destinations`.
+pub const PRIVATE_RANGES: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::1/128",
+    "::/128",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+];
 
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9102))
@@ -118,7 +194,8 @@ pub struct Config {
     /// The HAG's own addresses, refused as destinations (interface addresses
     /// are added automatically at start).
     pub local_addresses: Vec<IpAddr>,
-    /// Further destination prefixes refused.
+    /// Destination prefixes refused (with `deny_private_destinations`, the
+    /// private and special ranges too).
     pub deny_destinations: Vec<IpNet>,
     /// Congestion control for both sides, e.g. "cubic".
     pub congestion_control: String,
@@ -145,6 +222,27 @@ pub struct Config {
     pub backlog: i32,
     /// Back-off sent with Resource Exceeded.
     pub backoff_secs: u8,
+    /// Local addresses clients may reach the service on; a connection that
+    /// arrived on another (an internet-facing address) is refused.
+    pub service_addresses: Vec<IpAddr>,
+    /// The subscriber registry (SQLite); required with cookies.
+    pub registry: Option<std::path::PathBuf>,
+    /// Destinations allowed even though a deny rule covers them.
+    pub allow_destinations: Vec<IpNet>,
+    /// Link names by the prefixes of the CPE addresses on them (per-link
+    /// byte counters), e.g. `dsl = ["10.64.1.0/24"]`.
+    pub links: Vec<(String, Vec<IpNet>)>,
+    /// Require a valid Cookie TLV.
+    pub require_cookie: bool,
+    /// The keys that verify cookies; `current` signs new ones.
+    pub keys: crate::cookie::KeyRing,
+    /// Validity of newly issued cookies.
+    pub cookie_validity: Duration,
+    /// Per-subscriber and per-source limits.
+    pub limits: crate::limits::LimitConfig,
+    /// Receive buffer of each accepted MPTCP connection (0: autotuning);
+    /// see `mptcp_sock::ConnectOptions::rcvbuf`.
+    pub mptcp_rcvbuf_bytes: usize,
 }
 
 impl Config {
@@ -169,12 +267,79 @@ impl Config {
         if raw.congestion_control.is_empty() {
             return invalid("congestion_control is empty");
         }
+        if l.per_subscriber_connections == 0
+            || l.per_subscriber_pending == 0
+            || l.per_source_pending == 0
+            || !l.per_subscriber_rate.is_finite()
+            || l.per_subscriber_rate <= 0.0
+            || !l.error_replies_per_sec.is_finite()
+            || l.error_replies_per_sec < 0.0
+        {
+            return invalid("per-subscriber and per-source limits must be positive");
+        }
+        let mut ring = crate::cookie::KeyRing {
+            current: raw.auth.current_key,
+            keys: Default::default(),
+        };
+        for k in &raw.auth.keys {
+            let Some(key) = crate::cookie::Key::from_hex(&k.secret) else {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.keys id {}: secret must be 64 hex digits",
+                    k.id
+                )));
+            };
+            if ring.keys.insert(k.id, key).is_some() {
+                return Err(ConfigError::Invalid(format!("auth.keys id {} twice", k.id)));
+            }
+        }
+        if raw.auth.require_cookie {
+            if !ring.keys.contains_key(&ring.current) {
+                return invalid("auth.require_cookie needs auth.keys with the auth.current_key id");
+            }
+            if raw.registry.is_none() {
+                return invalid(
+                    "auth.require_cookie needs a subscriber registry (registry = \"path\")",
+                );
+            }
+        }
+        let mut deny = raw.deny_destinations.clone();
+        if raw.deny_private_destinations {
+            deny.extend(
+                PRIVATE_RANGES
+                    .iter()
+                    .filter_map(|r| r.parse::<IpNet>().ok()),
+            );
+        }
+        let service_addresses =
+            if raw.service_addresses.is_empty() && !raw.listen.ip().is_unspecified() {
+                vec![raw.listen.ip()]
+            } else {
+                raw.service_addresses.clone()
+            };
+        if service_addresses.is_empty() {
+            return invalid("listening on a wildcard address needs service_addresses (the access-facing addresses)");
+        }
         Ok(Self {
             listen: raw.listen,
             admin_listen: raw.admin_listen,
             subscriber_prefixes: raw.subscriber_prefixes,
             local_addresses: raw.local_addresses,
-            deny_destinations: raw.deny_destinations,
+            deny_destinations: deny,
+            service_addresses,
+            registry: raw.registry,
+            allow_destinations: raw.allow_destinations,
+            links: raw.links.into_iter().collect(),
+            require_cookie: raw.auth.require_cookie,
+            keys: ring,
+            cookie_validity: Duration::from_secs(u64::from(raw.auth.cookie_validity_days) * 86_400),
+            mptcp_rcvbuf_bytes: l.mptcp_rcvbuf_bytes,
+            limits: crate::limits::LimitConfig {
+                per_subscriber_connections: l.per_subscriber_connections,
+                per_subscriber_rate: l.per_subscriber_rate,
+                per_subscriber_pending: l.per_subscriber_pending,
+                per_source_pending: l.per_source_pending,
+                error_replies_per_sec: l.error_replies_per_sec,
+            },
             congestion_control: raw.congestion_control,
             mptcp: raw.mptcp,
             enable_fastopen_sysctl: raw.enable_fastopen_sysctl,

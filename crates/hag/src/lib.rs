@@ -8,16 +8,23 @@
 //! Convert reply — or with the RFC's Error TLV in the byte stream, never a
 //! silent reset — and relays both ways, mirroring FIN and RST.
 //!
-//! What it does not do (yet): cookie authentication, per-subscriber limits
-//! and accounting (the hardening issue).
+//! Protections: only the access-facing service addresses and the access
+//! networks are served (no open proxy); destinations in private, special and
+//! operator ranges are refused (no SSRF); subscribers prove who they are with
+//! a Cookie TLV ([`cookie`]) checked against the registry ([`registry`]);
+//! [`limits`] bound each subscriber and each source; deadlines bound every
+//! phase; error replies are rate-limited.
 //!
-//! Modules: [`config`] (TOML → validated config), [`metrics`] (Prometheus
-//! registry), `server` (the accept loop and one connection's life); the admin
+//! Modules: [`config`] (TOML → validated config), [`cookie`], [`registry`],
+//! [`limits`], [`metrics`] (Prometheus registry), `server` (the accept loop and one connection's life); the admin
 //! listener (`/metrics`, `/live`, `/ready`) is `relay::admin`.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod cookie;
+pub mod limits;
 pub mod metrics;
+pub mod registry;
 mod server;
 
 use std::collections::HashSet;
@@ -47,6 +54,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The subscriber registry could not be opened.
+    #[error("{0}")]
+    Registry(#[from] registry::RegistryError),
     /// Any other I/O failure at start.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -88,9 +98,55 @@ fn enable_fastopen_sysctl() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs the HAG until `shutdown` resolves, then stops accepting and lets
-/// running connections finish for up to the drain timeout.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+/// Keeps the in-memory subscriber snapshot in step with the registry file:
+/// re-reads it when another process commits (polled every second) and when
+/// poked (SIGHUP). Runs on its own thread (SQLite is blocking).
+fn watch_registry(
+    path: std::path::PathBuf,
+    target: Arc<std::sync::RwLock<Arc<registry::Snapshot>>>,
+    poke: std::sync::mpsc::Receiver<()>,
+) -> Result<std::thread::JoinHandle<()>, registry::RegistryError> {
+    let reg = registry::Registry::open(&path)?;
+    let first = reg.snapshot()?;
+    info!(subscribers = first.by_id.len(), registry = %path.display(), "subscriber registry loaded");
+    *target
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(first);
+    Ok(std::thread::spawn(move || {
+        let mut seen = reg.data_version().unwrap_or(-1);
+        loop {
+            let poked = match poke.recv_timeout(std::time::Duration::from_secs(1)) {
+                Ok(()) => true,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let now = reg.data_version().unwrap_or(seen);
+            if now == seen && !poked {
+                continue;
+            }
+            seen = now;
+            match reg.snapshot() {
+                Ok(s) => {
+                    info!(subscribers = s.by_id.len(), "subscriber registry reloaded");
+                    *target
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(s);
+                }
+                Err(e) => warn!("reloading the subscriber registry: {e}; keeping the previous one"),
+            }
+        }
+    }))
+}
+
+/// Runs the HAG until `shutdown` resolves, then stops accepting, lets running
+/// connections finish for up to the drain timeout, and resets those still
+/// open. Each configuration received on `reload` (SIGHUP) replaces the
+/// running one for new connections; running connections are untouched.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reload: tokio::sync::mpsc::Receiver<Config>,
+) -> Result<(), Error> {
     if config.enable_fastopen_sysctl {
         if let Err(e) = enable_fastopen_sysctl() {
             warn!("could not enable server-side TCP Fast Open: {e}; first bytes will wait one round trip");
@@ -103,6 +159,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         transparent: false,
         backlog: config.backlog,
         congestion: Some(config.congestion_control.clone()),
+        rcvbuf: (config.mptcp_rcvbuf_bytes > 0).then_some(config.mptcp_rcvbuf_bytes),
     };
     let (std_listener, is_mptcp) = mptcp_sock::listen(config.listen, &opts)?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -112,6 +169,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             addr: config.admin_listen,
             source,
         })?;
+    let subscribers = Arc::new(std::sync::RwLock::new(Arc::new(
+        registry::Snapshot::default(),
+    )));
+    let (poke_tx, poke_rx) = std::sync::mpsc::channel();
+    let watcher = match &config.registry {
+        Some(path) => Some(watch_registry(path.clone(), subscribers.clone(), poke_rx)?),
+        None => None,
+    };
     let mut local = interface_addresses();
     local.extend(config.local_addresses.iter().copied());
     local.insert(config.listen.ip());
@@ -119,29 +184,61 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listen = %config.listen,
         mptcp = is_mptcp,
         admin = %config.admin_listen,
+        cookies = config.require_cookie,
         "HAG ready"
     );
     let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let max = config.max_connections;
+    let drain = config.drain_timeout;
     let state = Arc::new(server::State {
-        slots: Arc::new(Semaphore::new(config.max_connections)),
-        config,
+        slots: Arc::new(Semaphore::new(max)),
+        limits: limits::Limits::new(config.limits),
+        config: std::sync::RwLock::new(Arc::new(config)),
+        subscribers,
         metrics: metrics.clone(),
         local,
+        stop: stop_rx,
     });
     let m = metrics.clone();
     let admin_task = tokio::spawn(relay::admin::serve(admin, Arc::new(move || m.render())));
+    let st = state.clone();
+    let reload_task = tokio::spawn(async move {
+        while let Some(new) = reload.recv().await {
+            let old = st.config();
+            if new.listen != old.listen
+                || new.admin_listen != old.admin_listen
+                || new.registry != old.registry
+            {
+                warn!(
+                    "listen, admin_listen and registry changes need a restart; the rest is applied"
+                );
+            }
+            st.limits.reconfigure(new.limits);
+            *st.config
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
+            let _ = poke_tx.send(());
+            info!("configuration reloaded");
+        }
+    });
     server::accept_loop(state.clone(), listener, shutdown).await;
-    let active = metrics.active.get();
-    info!(active, "stopped accepting; draining");
-    let all = state.config.max_connections as u32;
-    let drained =
-        tokio::time::timeout(state.config.drain_timeout, state.slots.acquire_many(all)).await;
+    info!(active = metrics.active.get(), "stopped accepting; draining");
+    let drained = tokio::time::timeout(drain, state.slots.acquire_many(max as u32)).await;
     if drained.is_err() {
         warn!(
             left = metrics.active.get(),
-            "drain timeout passed; closing the remaining connections"
+            "drain timeout passed; resetting the remaining connections"
         );
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            state.slots.acquire_many(max as u32),
+        )
+        .await;
     }
+    reload_task.abort();
     admin_task.abort();
+    drop(watcher); // the thread ends when its channel closes
     Ok(())
 }

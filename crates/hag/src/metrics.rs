@@ -15,10 +15,21 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
-/// Label: direction of bytes.
+/// Label: a subscriber and a direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DirLabel {
+pub struct SubscriberLabel {
+    /// Registry name ("unauthenticated" without cookies).
+    pub subscriber: String,
     /// "upstream" (subscriber → internet) or "downstream".
+    pub direction: String,
+}
+
+/// Label: an access link and a direction.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LinkLabel {
+    /// Link name from the configuration (e.g. "dsl").
+    pub link: String,
+    /// "upstream" or "downstream".
     pub direction: String,
 }
 
@@ -34,10 +45,12 @@ pub struct Metrics {
     pub active: Gauge,
     /// Error TLVs sent, by error name.
     pub errors_sent: Family<ReasonLabel, Counter>,
-    /// Connections closed without a reply, by reason.
-    pub closed_without_reply: Family<ReasonLabel, Counter>,
-    /// Bytes relayed.
-    pub bytes: Family<DirLabel, Counter>,
+    /// Connections refused or abandoned before relaying, by reason.
+    pub refused: Family<ReasonLabel, Counter>,
+    /// Bytes relayed per subscriber.
+    pub subscriber_bytes: Family<SubscriberLabel, Counter>,
+    /// Payload bytes per access link (from the subflows' kernel counters).
+    pub link_bytes: Family<LinkLabel, Counter>,
     /// From accept to the Convert reply.
     pub handshake_seconds: Histogram,
     /// Connections whose first bytes came in the SYN (TCP Fast Open).
@@ -52,8 +65,9 @@ impl Default for Metrics {
             relayed: Counter::default(),
             active: Gauge::default(),
             errors_sent: Family::default(),
-            closed_without_reply: Family::default(),
-            bytes: Family::default(),
+            refused: Family::default(),
+            subscriber_bytes: Family::default(),
+            link_bytes: Family::default(),
             handshake_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             syn_data: Counter::default(),
             registry: Registry::default(),
@@ -79,11 +93,20 @@ impl Default for Metrics {
             m.errors_sent.clone(),
         );
         registry.register(
-            "closed_without_reply",
-            "Connections closed without a Convert reply, by reason",
-            m.closed_without_reply.clone(),
+            "refused",
+            "Connections refused or abandoned before relaying, by reason",
+            m.refused.clone(),
         );
-        registry.register("bytes", "Bytes relayed, by direction", m.bytes.clone());
+        registry.register(
+            "subscriber_bytes",
+            "Bytes relayed per subscriber and direction",
+            m.subscriber_bytes.clone(),
+        );
+        registry.register(
+            "link_bytes",
+            "Payload bytes per access link and direction (kernel subflow counters)",
+            m.link_bytes.clone(),
+        );
         registry.register(
             "handshake_seconds",
             "Time from accept to the Convert reply",
@@ -108,13 +131,37 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a close without reply.
-    pub fn closed(&self, reason: &str) {
-        self.closed_without_reply
+    /// Counts a refusal.
+    pub fn refused(&self, reason: &str) {
+        self.refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Adds a finished connection's bytes to its subscriber.
+    pub fn add_subscriber_bytes(&self, subscriber: &str, upstream: u64, downstream: u64) {
+        for (direction, n) in [("upstream", upstream), ("downstream", downstream)] {
+            self.subscriber_bytes
+                .get_or_create(&SubscriberLabel {
+                    subscriber: subscriber.to_string(),
+                    direction: direction.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Adds bytes to an access link.
+    pub fn add_link_bytes(&self, link: &str, upstream: u64, downstream: u64) {
+        for (direction, n) in [("upstream", upstream), ("downstream", downstream)] {
+            self.link_bytes
+                .get_or_create(&LinkLabel {
+                    link: link.to_string(),
+                    direction: direction.to_string(),
+                })
+                .inc_by(n);
+        }
     }
 
     /// Renders the registry in the OpenMetrics text format.

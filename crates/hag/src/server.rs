@@ -1,110 +1,116 @@
-//! The Convert service: accept, read the Convert message, authorise, connect
-//! to the destination, reply, relay.
+//! The Convert service: accept, check where the connection came from, read
+//! the Convert message, authenticate the subscriber, admit it under its
+//! limits, check the destination, connect, reply, relay.
 
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use convert_proto::{ErrorTlv, Message, Tlv};
 use relay::{PreambleError, RelayEnd, RelayOptions};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
-use crate::metrics::{DirLabel, Metrics};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::registry::Snapshot;
 
 /// Shared state of the running service.
 pub(crate) struct State {
-    pub(crate) config: Config,
+    /// The configuration in force (replaced on SIGHUP).
+    pub(crate) config: RwLock<Arc<Config>>,
+    /// The subscriber registry as last read.
+    pub(crate) subscribers: Arc<RwLock<Arc<Snapshot>>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) local: HashSet<IpAddr>,
     pub(crate) slots: Arc<Semaphore>,
+    pub(crate) limits: Arc<Limits>,
+    /// Becomes true when running connections must end now (drain timeout).
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+impl State {
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn subscribers(&self) -> Arc<Snapshot> {
+        self.subscribers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Why a destination is refused before any connection attempt.
-fn refused_destination(state: &State, dest: &SocketAddr) -> Option<&'static str> {
+fn refused_destination(state: &State, c: &Config, dest: &SocketAddr) -> Option<&'static str> {
     let ip = dest.ip().to_canonical();
     if dest.port() == 0 {
         return Some("port 0");
-    }
-    if ip.is_loopback() || ip.is_unspecified() {
-        return Some("loopback or unspecified");
-    }
-    if ip.is_multicast() {
-        return Some("multicast");
     }
     if let IpAddr::V4(v4) = ip {
         if v4.is_broadcast() {
             return Some("broadcast");
         }
     }
+    if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
+        return Some("loopback, unspecified or multicast");
+    }
     if state.local.contains(&ip) {
         return Some("the HAG itself");
     }
-    if state
-        .config
-        .deny_destinations
-        .iter()
-        .any(|n| n.contains(&ip))
-    {
-        return Some("denied prefix");
+    if c.allow_destinations.iter().any(|n| n.contains(&ip)) {
+        return None;
+    }
+    if c.deny_destinations.iter().any(|n| n.contains(&ip)) {
+        return Some("denied range (private, operator or special)");
     }
     None
 }
 
-fn is_subscriber(state: &State, peer: &SocketAddr) -> bool {
-    let ip = peer.ip().to_canonical();
-    state
-        .config
-        .subscriber_prefixes
-        .iter()
-        .any(|n| n.contains(&ip))
-}
-
 /// Maps a failed connection attempt to the RFC 8803 error.
 fn connect_error(e: &io::Error) -> ErrorTlv {
+    use nix::errno::Errno;
     // ICMP destination-unreachable codes: 0 net, 1 host.
-    match e.raw_os_error() {
-        Some(libc_errno::ECONNREFUSED) => ErrorTlv::connection_reset(),
-        Some(libc_errno::ENETUNREACH) => ErrorTlv::destination_unreachable(0),
-        Some(libc_errno::EHOSTUNREACH) => ErrorTlv::destination_unreachable(1),
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ECONNREFUSED) => ErrorTlv::connection_reset(),
+        Some(Errno::ENETUNREACH) => ErrorTlv::destination_unreachable(0),
+        Some(Errno::EHOSTUNREACH) => ErrorTlv::destination_unreachable(1),
         _ if e.kind() == io::ErrorKind::TimedOut => ErrorTlv::destination_unreachable(1),
         _ => ErrorTlv::network_failure(0),
     }
 }
 
-/// errno values used above (from nix, which re-exports libc's).
-mod libc_errno {
-    pub(super) const ECONNREFUSED: i32 = nix::errno::Errno::ECONNREFUSED as i32;
-    pub(super) const ENETUNREACH: i32 = nix::errno::Errno::ENETUNREACH as i32;
-    pub(super) const EHOSTUNREACH: i32 = nix::errno::Errno::EHOSTUNREACH as i32;
+fn label(err: &ErrorTlv) -> String {
+    err.code.name().to_lowercase().replace(' ', "_")
 }
 
-/// Sends an Error TLV in the byte stream, then closes with FIN.
-async fn send_error(stream: &mut TcpStream, err: ErrorTlv, metrics: &Metrics) {
-    let name = err.code.name();
-    metrics.error_sent(&name.to_lowercase().replace(' ', "_"));
+/// Refuses a connection: counts the reason, sends the Error TLV in the byte
+/// stream (unless error replies are over their rate) and closes with FIN.
+async fn refuse(state: &State, stream: &mut TcpStream, err: ErrorTlv, reason: &str) {
+    let m = &state.metrics;
+    m.refused(reason);
+    if !state.limits.may_reply_error() {
+        m.refused("error_reply_rate");
+        return;
+    }
+    m.error_sent(&label(&err));
     let msg = Message {
         tlvs: vec![Tlv::Error(err)],
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.write_all(&msg.to_bytes()).await;
         let _ = stream.shutdown().await;
     })
     .await;
-}
-
-/// The reply after the destination accepted. RFC 8803 section 4.2.3 has the
-/// converter return the TCP options of the server's SYN+ACK in an Extended
-/// TCP Header TLV; this kernel does not hand the SYN+ACK to userspace, so the
-/// HAG answers with the bare Convert header (no TLV): the client knows the
-/// destination accepted and sees that no error follows.
-fn success_reply() -> Message {
-    Message::default()
 }
 
 /// Waits (at most 3 s) until an MPTCP connection accepted with data in the
@@ -118,110 +124,228 @@ fn success_reply() -> Message {
 /// case, since it overlaps with connecting to the destination (which takes at
 /// least one round trip beyond the HAG).
 async fn fully_established(down: &TcpStream) {
-    let until = Instant::now() + std::time::Duration::from_secs(3);
+    let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         match mptcp_sock::info::mptcp_info(down) {
             Ok(i) if !i.remote_key_received() && !i.fallback() => {
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
             _ => return, // established, fallen back, or plain TCP
         }
     }
 }
 
-async fn connect_upstream(state: &State, dest: SocketAddr) -> io::Result<TcpStream> {
+async fn connect_upstream(c: &Config, dest: SocketAddr) -> io::Result<TcpStream> {
     let sock = if dest.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    if let Err(e) = mptcp_sock::set_congestion(&sock, &state.config.congestion_control) {
-        debug!(
-            "congestion control {}: {e}",
-            state.config.congestion_control
-        );
+    if let Err(e) = mptcp_sock::set_congestion(&sock, &c.congestion_control) {
+        debug!("congestion control {}: {e}", c.congestion_control);
     }
     sock.set_nodelay(true)?;
-    match tokio::time::timeout(state.config.connect_timeout, sock.connect(dest)).await {
+    match tokio::time::timeout(c.connect_timeout, sock.connect(dest)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
     }
 }
 
+fn now_unix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+/// Who the client is: a registered subscriber, or (without cookies) its
+/// source address.
+enum Who {
+    Subscriber { id: u32, name: String },
+    Address(IpAddr),
+}
+
+/// Checks the cookie (when required) and the subscriber's state; returns the
+/// identity or the error to answer.
+fn authenticate(
+    state: &State,
+    c: &Config,
+    msg: &Message,
+    peer: IpAddr,
+) -> Result<Who, (ErrorTlv, &'static str)> {
+    let cookie = msg.cookie();
+    if !c.require_cookie {
+        return Ok(Who::Address(peer));
+    }
+    let Some(cookie) = cookie else {
+        return Err((ErrorTlv::missing_cookie(), "missing_cookie"));
+    };
+    let claims = c.keys.verify(cookie, now_unix()).map_err(|e| {
+        debug!("cookie refused: {e}");
+        (ErrorTlv::not_authorized(), "invalid_cookie")
+    })?;
+    let subs = state.subscribers();
+    let Some(sub) = subs.by_id.get(&claims.subscriber) else {
+        return Err((ErrorTlv::not_authorized(), "unknown_subscriber"));
+    };
+    if sub.revoked_unix.is_some() {
+        return Err((ErrorTlv::not_authorized(), "revoked"));
+    }
+    if !sub.source_prefixes.is_empty() && !sub.source_prefixes.iter().any(|n| n.contains(&peer)) {
+        return Err((ErrorTlv::not_authorized(), "source_not_allowed"));
+    }
+    Ok(Who::Subscriber {
+        id: sub.id,
+        name: sub.name.clone(),
+    })
+}
+
 /// Serves one accepted connection to its end.
 async fn serve(state: Arc<State>, mut down: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
+    let c = state.config();
     let m = &state.metrics;
+    let peer_ip = peer.ip().to_canonical();
     if mptcp_sock::info::syn_data(&down).unwrap_or(false) {
         m.syn_data.inc();
     }
-    if !is_subscriber(&state, &peer) {
-        warn!("refused: source is not in the subscriber prefixes");
-        send_error(&mut down, ErrorTlv::not_authorized(), m).await;
+    // No open proxy: only the access-facing service addresses, only the
+    // access networks.
+    let local_ok = down
+        .local_addr()
+        .is_ok_and(|a| c.service_addresses.contains(&a.ip().to_canonical()));
+    if !local_ok {
+        refuse(
+            &state,
+            &mut down,
+            ErrorTlv::not_authorized(),
+            "not_service_address",
+        )
+        .await;
         return;
     }
-    let (msg, early) = match relay::read_message(&mut down, state.config.header_timeout).await {
+    if !c.subscriber_prefixes.iter().any(|n| n.contains(&peer_ip)) {
+        warn!("refused: source is outside the access networks");
+        refuse(
+            &state,
+            &mut down,
+            ErrorTlv::not_authorized(),
+            "outside_access_networks",
+        )
+        .await;
+        return;
+    }
+    let source_slot = match state.limits.source(peer_ip) {
+        Ok(s) => s,
+        Err(r) => {
+            refuse(
+                &state,
+                &mut down,
+                ErrorTlv::resource_exceeded(c.backoff_secs),
+                r.reason(),
+            )
+            .await;
+            return;
+        }
+    };
+    let (msg, early) = match relay::read_message(&mut down, c.header_timeout).await {
         Ok(x) => x,
         Err(PreambleError::Decode(e, received)) => {
             info!("invalid Convert message: {e}");
             match e.error_tlv_echoing(&received) {
-                Some(tlv) => send_error(&mut down, tlv, m).await,
-                None => m.closed("invalid"),
+                Some(tlv) => refuse(&state, &mut down, tlv, "invalid_message").await,
+                None => m.refused("invalid_message"),
             }
             return;
         }
         Err(PreambleError::Timeout(_)) => {
             debug!("no Convert message before the deadline");
-            m.closed("header_timeout");
+            m.refused("header_timeout");
             return;
         }
         Err(PreambleError::Closed { .. }) => {
-            m.closed("closed_before_header");
+            m.refused("closed_before_header");
             return;
         }
         Err(PreambleError::Io(e)) => {
             debug!("reading the Convert message: {e}");
-            m.closed("read_error");
+            m.refused("read_error");
             return;
         }
     };
+    drop(source_slot);
     let Some(connect) = msg.connect().cloned() else {
-        // A message without Connect: only Info (a query of what we support)
-        // is meaningful; anything else is malformed for a client.
-        if msg.tlvs.iter().any(|t| matches!(t, Tlv::Info)) {
+        // Without Connect only Info (what do you support?) is meaningful.
+        if msg.has_info() {
             let reply = Message {
                 tlvs: vec![crate::supported_extensions()],
             };
             let _ = down.write_all(&reply.to_bytes()).await;
             let _ = down.shutdown().await;
         } else {
-            send_error(&mut down, ErrorTlv::malformed(&[]), m).await;
+            refuse(&state, &mut down, ErrorTlv::malformed(&[]), "no_connect").await;
         }
         return;
     };
+    let who = match authenticate(&state, &c, &msg, peer_ip) {
+        Ok(w) => w,
+        Err((tlv, reason)) => {
+            info!("refused: {reason}");
+            refuse(&state, &mut down, tlv, reason).await;
+            return;
+        }
+    };
+    let (sub_key, sub_label) = match &who {
+        Who::Subscriber { id, name } => (crate::limits::SubKey::Id(*id), name.clone()),
+        Who::Address(ip) => (
+            crate::limits::SubKey::Addr(*ip),
+            "unauthenticated".to_string(),
+        ),
+    };
+    let (active_slot, pending_slot) = match state.limits.admit(sub_key) {
+        Ok(s) => s,
+        Err(r) => {
+            debug!(subscriber = %sub_label, "over limit: {}", r.reason());
+            refuse(
+                &state,
+                &mut down,
+                ErrorTlv::resource_exceeded(c.backoff_secs),
+                r.reason(),
+            )
+            .await;
+            return;
+        }
+    };
     let dest = connect.remote;
-    if let Some(why) = refused_destination(&state, &dest) {
+    if let Some(why) = refused_destination(&state, &c, &dest) {
         warn!(%dest, "refused destination: {why}");
-        send_error(&mut down, ErrorTlv::not_authorized(), m).await;
+        refuse(
+            &state,
+            &mut down,
+            ErrorTlv::not_authorized(),
+            "destination_denied",
+        )
+        .await;
         return;
     }
     // Connect to the destination while the client's handshake completes.
-    let (up, ()) = tokio::join!(connect_upstream(&state, dest), fully_established(&down));
+    let (up, ()) = tokio::join!(connect_upstream(&c, dest), fully_established(&down));
     let mut up = match up {
         Ok(s) => s,
         Err(e) => {
             let tlv = connect_error(&e);
             info!(%dest, "destination failed: {e} → {}", tlv.code);
-            send_error(&mut down, tlv, m).await;
+            refuse(&state, &mut down, tlv, "destination_failed").await;
             return;
         }
     };
-    if let Err(e) = down.write_all(&success_reply().to_bytes()).await {
+    if let Err(e) = down.write_all(&Message::default().to_bytes()).await {
         debug!("client gone before the reply: {e}");
-        m.closed("client_gone");
+        m.refused("client_gone");
         return;
     }
     m.handshake_seconds.observe(started.elapsed().as_secs_f64());
+    drop(pending_slot);
     if !early.is_empty() {
         if let Err(e) = up.write_all(&early).await {
             debug!("destination gone before the first bytes: {e}");
@@ -230,22 +354,34 @@ async fn serve(state: Arc<State>, mut down: TcpStream, peer: SocketAddr) {
         }
     }
     m.relayed.inc();
+    let sampler = socket2::SockRef::from(&down)
+        .try_clone()
+        .ok()
+        .filter(|_| !c.links.is_empty())
+        .map(|dup| mptcp_sock::info::spawn_sampler(dup, Duration::from_secs(1)));
     let opts = RelayOptions {
-        idle_timeout: state.config.idle_timeout,
-        buffer_size: state.config.buffer_bytes,
+        idle_timeout: c.idle_timeout,
+        buffer_size: c.buffer_bytes,
     };
-    let out = relay::relay(down, up, opts).await;
+    let mut stop = state.stop.clone();
+    let stop_fut = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let out = relay::relay_until(down, up, opts, stop_fut).await;
     let upstream = out.a_to_b + early.len() as u64;
-    m.bytes
-        .get_or_create(&DirLabel {
-            direction: "upstream".into(),
-        })
-        .inc_by(upstream);
-    m.bytes
-        .get_or_create(&DirLabel {
-            direction: "downstream".into(),
-        })
-        .inc_by(out.b_to_a);
+    m.add_subscriber_bytes(&sub_label, upstream, out.b_to_a);
+    if let Some(s) = sampler {
+        for (ip, (sent, received)) in s.finish().await.by_address(false) {
+            if let Some((link, _)) = c
+                .links
+                .iter()
+                .find(|(_, nets)| nets.iter().any(|n| n.contains(&ip)))
+            {
+                m.add_link_bytes(link, received, sent);
+            }
+        }
+    }
+    drop(active_slot);
     match out.end {
         RelayEnd::Closed => debug!(upstream, downstream = out.b_to_a, "closed"),
         other => info!(upstream, downstream = out.b_to_a, "ended: {other:?}"),
@@ -253,7 +389,6 @@ async fn serve(state: Arc<State>, mut down: TcpStream, peer: SocketAddr) {
 }
 
 /// Accepts until `shutdown` resolves; each connection runs in its own task.
-/// Returns the tracker of running connections so that the caller can drain.
 pub(crate) async fn accept_loop(
     state: Arc<State>,
     listener: TcpListener,
@@ -268,17 +403,25 @@ pub(crate) async fn accept_loop(
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     warn!("accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         state.metrics.accepted.inc();
         let Ok(permit) = state.slots.clone().try_acquire_owned() else {
-            let m = state.metrics.clone();
-            let backoff = state.config.backoff_secs;
+            // Over the global limit: answer without holding a slot, in a
+            // task bounded by the error-reply rate and a 2 s write deadline.
+            let st = state.clone();
+            let backoff = st.config().backoff_secs;
             tokio::spawn(async move {
-                send_error(&mut stream, ErrorTlv::resource_exceeded(backoff), &m).await;
+                refuse(
+                    &st,
+                    &mut stream,
+                    ErrorTlv::resource_exceeded(backoff),
+                    "limit_global",
+                )
+                .await;
             });
             continue;
         };

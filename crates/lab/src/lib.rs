@@ -12,9 +12,11 @@
 //!
 //! Modules: [`topology`] (up, down, status, link changes), [`profile`] (link
 //! shapes and unit parsing), [`emu`] (the delay/loss emulator), [`origin`]
-//! (the HTTP server).
+//! (the HTTP server), [`attack`] (a bounded attacker for the hardening
+//! tests and benchmarks).
 #![forbid(unsafe_code)]
 
+pub mod attack;
 pub mod emu;
 pub mod origin;
 pub mod profile;

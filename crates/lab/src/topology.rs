@@ -57,6 +57,11 @@ pub mod addr {
     pub const ORIGIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
     /// The attacker / outsider on the "internet".
     pub const OUTSIDER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
+    /// A hostile host inside the access networks (a compromised home),
+    /// attached straight to the HAG (no emulated link in between).
+    pub const ATTACKER: Ipv4Addr = Ipv4Addr::new(10, 64, 9, 2);
+    /// The HAG on the attacker's segment.
+    pub const HAG_ATK: Ipv4Addr = Ipv4Addr::new(10, 64, 9, 1);
 }
 
 /// Port of the origin HTTP server.
@@ -65,7 +70,7 @@ pub const ORIGIN_PORT: u16 = 80;
 pub const HAG_PORT: u16 = 5124;
 
 /// Lab nodes (network namespaces).
-pub const NODES: &[&str] = &["home", "cpe", "dsl", "lte", "hag", "net"];
+pub const NODES: &[&str] = &["home", "cpe", "dsl", "lte", "hag", "net", "atk"];
 
 /// The two access links.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +317,7 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         ("cpe", "lte0", "lte", "cpe0"),
         ("lte", "core0", "hag", "lte0"),
         ("hag", "net0", "net", "eth0"),
+        ("hag", "atk0", "atk", "eth0"),
     ];
     for (a, da, b, db) in veths {
         sh(
@@ -349,6 +355,8 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         ("hag", "net0", addr::HAG_NET, 24),
         ("net", "eth0", addr::ORIGIN, 24),
         ("net", "eth0", addr::OUTSIDER, 24),
+        ("hag", "atk0", addr::HAG_ATK, 24),
+        ("atk", "eth0", addr::ATTACKER, 24),
     ];
     for (node, dev, ip, plen) in addrs {
         ipn(&n(node), &format!("addr add {ip}/{plen} dev {dev}"))?;
@@ -437,6 +445,10 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
             "net",
             format!("route add default via {} {cc}", addr::HAG_NET),
         ),
+        (
+            "atk",
+            format!("route add default via {} {cc}", addr::HAG_ATK),
+        ),
     ];
     for (node, r) in routes {
         ipn(&n(node), &r)?;
@@ -505,15 +517,21 @@ impl UpOptions {
     }
 }
 
-/// The HAG configuration the lab uses.
-pub fn hag_config() -> String {
+/// The HAG configuration the lab uses: cookies required, the registry and
+/// a fresh key in the lab's state directory.
+pub fn hag_config(dir: &Path, key_hex: &str) -> String {
     format!(
         "# Written by `tandem lab up`.\n\
          listen = \"{}:{HAG_PORT}\"\n\
          admin_listen = \"127.0.0.1:9102\"\n\
          subscriber_prefixes = [\"10.64.0.0/16\"]\n\
-         congestion_control = \"cubic\"\n",
-        addr::HAG_SERVICE
+         congestion_control = \"cubic\"\n\
+         registry = \"{}\"\n\
+         [links]\ndsl = [\"10.64.1.0/24\"]\nlte = [\"10.64.2.0/24\"]\n\
+         [auth]\nrequire_cookie = true\ncurrent_key = 1\n\
+         [[auth.keys]]\nid = 1\nsecret = \"{key_hex}\"\n",
+        addr::HAG_SERVICE,
+        dir.join("subscribers.db").display()
     )
 }
 
@@ -531,6 +549,15 @@ pub fn cpe_config() -> String {
         addr::CPE_DSL,
         addr::CPE_LTE
     )
+}
+
+fn random_key() -> Result<String, LabError> {
+    use std::io::Read;
+    let mut k = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut k))
+        .map_err(LabError::Io)?;
+    Ok(k.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Waits until `ns` accepts TCP on `port` of `ip` (a service came up).
@@ -579,9 +606,33 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     if o.tandem {
         let hag_cfg = dir.join("hag.toml");
         let cpe_cfg = dir.join("cpe.toml");
-        std::fs::write(&hag_cfg, hag_config()).map_err(LabError::Io)?;
+        std::fs::write(&hag_cfg, hag_config(&dir, &random_key()?)).map_err(LabError::Io)?;
         std::fs::write(&cpe_cfg, cpe_config()).map_err(LabError::Io)?;
         let hag_s = hag_cfg.display().to_string();
+        let cpe_s = cpe_cfg.display().to_string();
+        // The home is a registered subscriber whose cookie is bound to the
+        // CPE's two WAN addresses.
+        let (dsl, lte) = (
+            format!("{}/32", addr::CPE_DSL),
+            format!("{}/32", addr::CPE_LTE),
+        );
+        sh(
+            &o.exe.display().to_string(),
+            &[
+                "hag",
+                "subscriber",
+                "add",
+                "home-1",
+                "--config",
+                &hag_s,
+                "--cpe-config",
+                &cpe_s,
+                "--prefix",
+                &dsl,
+                "--prefix",
+                &lte,
+            ],
+        )?;
         let pid = spawn_bg(
             &o.exe,
             &n("hag"),
@@ -596,7 +647,6 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
             9102,
             Duration::from_secs(10),
         )?;
-        let cpe_s = cpe_cfg.display().to_string();
         let pid = spawn_bg(
             &o.exe,
             &n("cpe"),

@@ -195,3 +195,68 @@ pub fn syn_data(sock: &impl AsFd) -> io::Result<bool> {
     let n = getsockopt_buf(sock, libc::IPPROTO_TCP, libc::TCP_INFO, &mut buf)?;
     Ok(buf[..n].get(5).is_some_and(|o| o & TCPI_OPT_SYN_DATA != 0))
 }
+
+/// Byte counts per subflow, kept across samples: subflows disappear from the
+/// kernel's list when they close, so the last sample of each is kept.
+#[derive(Clone, Debug, Default)]
+pub struct SubflowTotals {
+    per_subflow: std::collections::HashMap<(SocketAddr, SocketAddr), (u64, u64)>,
+}
+
+impl SubflowTotals {
+    /// Takes one sample of the connection's live subflows.
+    pub fn sample(&mut self, sock: &impl AsFd) {
+        if let Ok(list) = subflows(sock) {
+            for s in list {
+                let e = self.per_subflow.entry((s.local, s.remote)).or_default();
+                e.0 = e.0.max(s.bytes_acked);
+                e.1 = e.1.max(s.bytes_received);
+            }
+        }
+    }
+
+    /// Totals (bytes sent and acknowledged, bytes received) grouped by the
+    /// local (`local = true`) or remote address of each subflow.
+    pub fn by_address(&self, local: bool) -> std::collections::HashMap<IpAddr, (u64, u64)> {
+        let mut out: std::collections::HashMap<IpAddr, (u64, u64)> = Default::default();
+        for ((l, r), (tx, rx)) in &self.per_subflow {
+            let ip = if local { l.ip() } else { r.ip() }.to_canonical();
+            let e = out.entry(ip).or_default();
+            e.0 += tx;
+            e.1 += rx;
+        }
+        out
+    }
+}
+
+/// A task sampling a connection's subflows until [`Sampler::finish`].
+pub struct Sampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<SubflowTotals>,
+}
+
+/// Samples the subflows of `sock` (a duplicate of the connection's
+/// descriptor, closed when the sampler finishes) every `every`.
+pub fn spawn_sampler(sock: socket2::Socket, every: std::time::Duration) -> Sampler {
+    let (stop, mut rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut totals = SubflowTotals::default();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => totals.sample(&sock),
+                _ = &mut rx => { totals.sample(&sock); break; }
+            }
+        }
+        totals
+    });
+    Sampler { stop, task }
+}
+
+impl Sampler {
+    /// Takes a last sample and returns the totals.
+    pub async fn finish(self) -> SubflowTotals {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}

@@ -42,6 +42,9 @@ pub enum RelayEnd {
     ResetByB(String),
     /// Nothing moved for the idle timeout; both were reset.
     IdleTimeout,
+    /// The caller stopped it (e.g. the drain timeout of a shutdown passed);
+    /// both were reset.
+    Stopped,
 }
 
 /// Bytes moved and how it ended.
@@ -105,7 +108,18 @@ fn reset(stream: &TcpStream) {
 /// Relays `a` ⇄ `b` until both directions are finished, one side fails or
 /// the idle timeout passes. On failure the surviving side is reset. Both
 /// streams are closed when this returns.
-pub async fn relay(mut a: TcpStream, mut b: TcpStream, opts: RelayOptions) -> RelayOutcome {
+pub async fn relay(a: TcpStream, b: TcpStream, opts: RelayOptions) -> RelayOutcome {
+    relay_until(a, b, opts, std::future::pending()).await
+}
+
+/// Like [`relay`], but also ends, resetting both sides, when `stop`
+/// resolves.
+pub async fn relay_until(
+    mut a: TcpStream,
+    mut b: TcpStream,
+    opts: RelayOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> RelayOutcome {
     let start = Instant::now();
     let last = AtomicU64::new(0);
     let (mut a_to_b, mut b_to_a) = (0u64, 0u64);
@@ -114,7 +128,7 @@ pub async fn relay(mut a: TcpStream, mut b: TcpStream, opts: RelayOptions) -> Re
         let (br, bw) = b.split();
         let ab = pump(ar, bw, opts.buffer_size, start, &last);
         let ba = pump(br, aw, opts.buffer_size, start, &last);
-        tokio::pin!(ab, ba);
+        tokio::pin!(ab, ba, stop);
         let (mut ab_done, mut ba_done) = (false, false);
         let tick = (opts.idle_timeout / 4).max(Duration::from_millis(10));
         let mut ticker = tokio::time::interval(tick);
@@ -134,6 +148,7 @@ pub async fn relay(mut a: TcpStream, mut b: TcpStream, opts: RelayOptions) -> Re
                     Pump::ReadFailed(n, e) => { b_to_a = n; break RelayEnd::ResetByB(e.to_string()); }
                     Pump::WriteFailed(n, e) => { b_to_a = n; break RelayEnd::ResetByA(e.to_string()); }
                 },
+                () = &mut stop => break RelayEnd::Stopped,
                 _ = ticker.tick() => {
                     let idle = millis_since(start).saturating_sub(last.load(Ordering::Relaxed));
                     if idle >= opts.idle_timeout.as_millis() as u64 {
@@ -147,7 +162,7 @@ pub async fn relay(mut a: TcpStream, mut b: TcpStream, opts: RelayOptions) -> Re
         RelayEnd::Closed => {}
         RelayEnd::ResetByA(_) => reset(&b),
         RelayEnd::ResetByB(_) => reset(&a),
-        RelayEnd::IdleTimeout => {
+        RelayEnd::IdleTimeout | RelayEnd::Stopped => {
             reset(&a);
             reset(&b);
         }

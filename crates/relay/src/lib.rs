@@ -14,5 +14,5 @@ pub mod admin;
 pub mod copy;
 pub mod preamble;
 
-pub use copy::{relay, RelayEnd, RelayOptions, RelayOutcome};
+pub use copy::{relay, relay_until, RelayEnd, RelayOptions, RelayOutcome};
 pub use preamble::{read_message, PreambleError};

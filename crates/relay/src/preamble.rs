@@ -36,7 +36,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(
     deadline: Duration,
 ) -> Result<(Message, Vec<u8>), PreambleError> {
     let fut = async {
-        let mut buf: Vec<u8> = Vec::with_capacity(512);
+        let mut buf: Vec<u8> = Vec::new();
         loop {
             match Message::decode(&buf) {
                 Ok((msg, used)) => return Ok((msg, buf.split_off(used))),
@@ -45,7 +45,9 @@ pub async fn read_message<R: AsyncRead + Unpin>(
                     let start = buf.len();
                     // Read at least what the decoder needs; more is welcome
                     // (first application bytes) but bounded.
-                    buf.resize(start + want.max(4096), 0);
+                    // A SYN's payload fits in 1,536 bytes; an idle client
+                    // costs no more than that.
+                    buf.resize(start + want.max(1536), 0);
                     let n = stream.read(&mut buf[start..]).await?;
                     buf.truncate(start + n);
                     if n == 0 {

@@ -2,6 +2,7 @@
 //! `run(config, shutdown)`.
 
 mod demo;
+mod hag_cmd;
 mod shield_cmd;
 
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ enum Cmd {
     /// The Hybrid Access Gateway (operator side).
     Hag {
         #[command(subcommand)]
-        cmd: PartCmd,
+        cmd: hag_cmd::HagCmd,
     },
     /// The home gateway agent.
     Cpe {
@@ -54,21 +55,6 @@ enum Cmd {
         /// Seconds each download should last at the link's nominal rate.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-    },
-}
-
-#[derive(Subcommand)]
-enum PartCmd {
-    /// Runs until SIGINT/SIGTERM.
-    Run {
-        /// TOML configuration file.
-        #[arg(long)]
-        config: PathBuf,
-    },
-    /// Validates a configuration file and prints what is wrong.
-    CheckConfig {
-        /// TOML configuration file.
-        file: PathBuf,
     },
 }
 
@@ -143,6 +129,28 @@ enum LabCmd {
         #[arg(long, default_value = "tdm")]
         name: String,
     },
+    /// Attacks the HAG from the lab's attacker node (a compromised home
+    /// attached to the HAG): bounded in connections and time.
+    Attack {
+        /// Target address.
+        #[arg(long, default_value = "10.66.0.1:5124")]
+        target: std::net::SocketAddr,
+        /// Connections to open at most.
+        #[arg(long, default_value_t = 1000)]
+        connections: u64,
+        /// New connections per second.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Seconds the attack lasts (everything is closed after).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// idle, slow (slowloris) or garbage.
+        #[arg(long, default_value = "idle")]
+        mode: lab::attack::Mode,
+        /// Lab name.
+        #[arg(long, default_value = "tdm")]
+        name: String,
+    },
     /// (internal) The link emulator process of one access link.
     #[command(hide = true)]
     Emu {
@@ -168,7 +176,7 @@ fn init_logging() {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -178,14 +186,17 @@ async fn shutdown_signal() {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-fn check<T, E: std::fmt::Display>(file: &std::path::Path, r: Result<T, E>) -> Result<()> {
+pub(crate) fn check<T, E: std::fmt::Display>(
+    file: &std::path::Path,
+    r: Result<T, E>,
+) -> Result<()> {
     match r {
         Ok(_) => {
             println!("{}: OK", file.display());
@@ -252,6 +263,37 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
                 bail!("command exited with {status}");
             }
         }
+        LabCmd::Attack {
+            target,
+            connections,
+            rate,
+            seconds,
+            mode,
+            name,
+        } => {
+            if seconds > 600 || connections > 1_000_000 {
+                bail!("an attack is bounded: at most 600 s and 1,000,000 connections");
+            }
+            let path = format!("/run/netns/{}", lab::topology::ns(&name, "atk"));
+            let ns =
+                std::fs::File::open(&path).with_context(|| format!("{path}: is lab {name} up?"))?;
+            nix::sched::setns(
+                std::os::fd::AsFd::as_fd(&ns),
+                nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .context("entering the attacker namespace")?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(lab::attack::run(lab::attack::Attack {
+                target,
+                connections,
+                rate,
+                duration: std::time::Duration::from_secs(seconds),
+                mode,
+            }));
+            println!("{report:?}");
+        }
         LabCmd::Emu { control } => {
             let entries = lab::emu::read_control(&control)?;
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -268,18 +310,23 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
     Ok(())
 }
 
+/// Raises the open-files limit to the hard limit: a gateway holds a socket
+/// per connection, and the usual soft limit (1024) would cap it there.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    raise_nofile();
     let r: Result<()> = (|| match cli.cmd {
-        Cmd::Hag { cmd } => match cmd {
-            PartCmd::Run { config } => {
-                let c = hag::Config::load(&config)?;
-                runtime()?.block_on(hag::run(c, shutdown_signal()))?;
-                Ok(())
-            }
-            PartCmd::CheckConfig { file } => check(&file, hag::Config::load(&file)),
-        },
+        Cmd::Hag { cmd } => hag_cmd::run(cmd),
         Cmd::Cpe { cmd } => match cmd {
             CpeCmd::Run { config } => {
                 let c = cpe::Config::load(&config)?;

@@ -219,37 +219,6 @@ fn download_upload_identical_both_links_and_zero_rtt() {
     );
 }
 
-/// Sends one Convert Connect from a node (optionally from a source address)
-/// and returns the HAG's reply.
-fn convert_request(lab: &Lab, node: &str, bind: Option<&str>, dest: &str) -> Message {
-    let dest: SocketAddr = dest.parse().unwrap();
-    let bind = bind.map(|b| b.parse::<std::net::IpAddr>().unwrap());
-    lab.in_ns(node, move || {
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        if let Some(ip) = bind {
-            sock.bind(&SocketAddr::new(ip, 0).into()).unwrap();
-        }
-        sock.connect_timeout(
-            &"10.66.0.1:5124".parse::<SocketAddr>().unwrap().into(),
-            Duration::from_secs(5),
-        )
-        .expect("connect to the HAG");
-        let mut s: TcpStream = sock.into();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let req = Message {
-            tlvs: vec![Tlv::Connect(Connect {
-                remote: dest,
-                tcp_options: vec![],
-            })],
-        };
-        s.write_all(&req.to_bytes()).unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).expect("reply then close");
-        Message::decode(&buf).expect("a Convert reply").0
-    })
-}
-
 #[test]
 fn refusals_are_error_tlvs_and_lan_resets() {
     if !root() {
@@ -258,8 +227,10 @@ fn refusals_are_error_tlvs_and_lan_resets() {
     }
     let lab = Lab::up("er", "fast");
 
-    // (d) a client outside the subscriber prefixes: Not Authorized.
-    let reply = convert_request(&lab, "net", None, "203.0.113.10:80");
+    // (d) a client outside the subscriber prefixes: Not Authorized, even
+    // with a valid cookie.
+    let cookie = lab.cookie();
+    let reply = lab.convert_request("net", None, Some(cookie.clone()), "203.0.113.10:80");
     assert_eq!(
         reply.error().map(|e| e.code),
         Some(ErrorCode::NOT_AUTHORIZED),
@@ -268,7 +239,7 @@ fn refusals_are_error_tlvs_and_lan_resets() {
 
     // A subscriber asking for the HAG itself or loopback: Not Authorized.
     for dest in ["10.66.0.1:5124", "127.0.0.1:22", "10.65.1.2:9102"] {
-        let reply = convert_request(&lab, "cpe", Some("10.64.1.2"), dest);
+        let reply = lab.convert_request("cpe", Some("10.64.1.2"), Some(cookie.clone()), dest);
         assert_eq!(
             reply.error().map(|e| e.code),
             Some(ErrorCode::NOT_AUTHORIZED),
@@ -349,7 +320,26 @@ fn hostile_payload(i: usize) -> Vec<u8> {
         x ^= x << 17;
         x
     };
-    match i % 8 {
+    // The same message with one TLV type twice (the RFC: Malformed).
+    let twice = |tlv: Tlv| {
+        Message {
+            tlvs: vec![
+                Tlv::Connect(Connect {
+                    remote: "203.0.113.10:80".parse().unwrap(),
+                    tcp_options: vec![],
+                }),
+                tlv.clone(),
+                tlv,
+            ],
+        }
+        .to_bytes()
+    };
+    match i % 10 {
+        8 => return twice(Tlv::Cookie(vec![0xAB; 32])),
+        9 => return twice(Tlv::Info),
+        _ => {}
+    }
+    match i % 10 {
         0 => (0..(rnd() % 64 + 1)).map(|_| rnd() as u8).collect(), // garbage
         1 => good[..(rnd() as usize % good.len())].to_vec(),       // truncated
         2 => {
@@ -379,11 +369,12 @@ fn hostile_payload(i: usize) -> Vec<u8> {
             g[1] = (g.len() / 4) as u8;
             g
         }
-        _ => {
+        7 => {
             let mut g = good.clone();
             g[4] = 77; // unknown TLV type
             g
         }
+        _ => unreachable!(),
     }
 }
 
@@ -460,9 +451,9 @@ fn thousand_hostile_headers_while_a_download_runs() {
         .count();
     // Every kind with a decodable header prefix gets the RFC's error.
     for (i, a) in &answers {
-        let want = match i % 8 {
+        let want = match i % 10 {
             2 => Some(ErrorCode::UNSUPPORTED_VERSION.0),
-            3..=6 => Some(ErrorCode::MALFORMED_MESSAGE.0),
+            3..=6 | 8 | 9 => Some(ErrorCode::MALFORMED_MESSAGE.0),
             7 => Some(ErrorCode::UNSUPPORTED_MESSAGE.0),
             _ => None,
         };

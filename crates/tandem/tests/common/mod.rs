@@ -139,6 +139,117 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// The subscriber cookie `lab up` wrote into the CPE's configuration.
+    pub fn cookie(&self) -> Vec<u8> {
+        let text =
+            std::fs::read_to_string(format!("/run/tandem-lab/{}/cpe.toml", self.name)).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        hex::decode(v["cookie"].as_str().expect("cookie in cpe.toml")).unwrap()
+    }
+
+    /// Sends one Convert Connect (with an optional cookie) from a node,
+    /// optionally from a source address, to the HAG; returns its reply.
+    pub fn convert_request(
+        &self,
+        node: &str,
+        bind: Option<&str>,
+        cookie: Option<Vec<u8>>,
+        dest: &str,
+    ) -> convert_proto::Message {
+        use convert_proto::{Connect, Message, Tlv};
+        use std::io::{Read, Write};
+        let dest: std::net::SocketAddr = dest.parse().unwrap();
+        let bind = bind.map(|b| b.parse::<std::net::IpAddr>().unwrap());
+        self.in_ns(node, move || {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            if let Some(ip) = bind {
+                sock.bind(&std::net::SocketAddr::new(ip, 0).into()).unwrap();
+            }
+            let hag: std::net::SocketAddr = "10.66.0.1:5124".parse().unwrap();
+            sock.connect_timeout(&hag.into(), Duration::from_secs(5))
+                .expect("connect to the HAG");
+            let mut s: std::net::TcpStream = sock.into();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut tlvs = vec![Tlv::Connect(Connect {
+                remote: dest,
+                tcp_options: vec![],
+            })];
+            if let Some(c) = cookie {
+                tlvs.push(Tlv::Cookie(c));
+            }
+            s.write_all(&Message { tlvs }.to_bytes()).unwrap();
+            // Half-close: a relayed connection then ends as soon as the
+            // destination answers the FIN.
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            Message::decode(&buf)
+                .unwrap_or_else(|e| panic!("no Convert reply ({e}): {buf:?}"))
+                .0
+        })
+    }
+}
+
+impl Lab {
+    /// A file in the lab's state directory.
+    pub fn file(&self, name: &str) -> String {
+        format!("/run/tandem-lab/{}/{name}", self.name)
+    }
+
+    /// Sends a signal to a process the lab started.
+    pub fn signal(&self, role: &str, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid(role) as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
+    /// Runs `tandem ARGS` and returns (success, stdout + stderr).
+    pub fn tandem(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(TANDEM).args(args).output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Edits the HAG configuration and sends SIGHUP; waits until the HAG
+    /// logged the reload.
+    pub fn reconfigure_hag(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.file("hag.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+        let (ok, out) = self.tandem(&["hag", "check-config", &path]);
+        assert!(ok, "{out}");
+        let before = self
+            .log("hag.log")
+            .matches("configuration reloaded")
+            .count();
+        self.signal("hag", nix::sys::signal::Signal::SIGHUP);
+        assert!(
+            eventually(Duration::from_secs(5), || self
+                .log("hag.log")
+                .matches("configuration reloaded")
+                .count()
+                > before),
+            "HAG did not reload"
+        );
+    }
+
+    /// The sum of a metric family's series whose line starts with `prefix`.
+    pub fn metric_sum(&self, node: &str, prefix: &str) -> f64 {
+        self.metrics(node)
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let out = Command::new(TANDEM)

@@ -1,0 +1,280 @@
+//! The subscriber registry: one SQLite table, schema migrations kept in
+//! `crates/hag/migrations/` and applied in order (`PRAGMA user_version`).
+//!
+//! The HAG reads a [`Snapshot`] into memory at start, on SIGHUP, and whenever
+//! another process (the `tandem hag subscriber` CLI) commits a change
+//! (`PRAGMA data_version`, polled every second), so a revocation applies to
+//! the subscriber's next connection without a restart.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Migrations, in order; index + 1 is the schema version they lead to.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_subscribers.sql")];
+
+/// A registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// SQLite refused.
+    #[error("subscriber registry {path}: {source}")]
+    Sql {
+        /// The database file.
+        path: String,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// No such subscriber.
+    #[error("no subscriber {0:?}")]
+    NotFound(String),
+    /// A bad argument.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One subscriber as the HAG needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscriber {
+    /// Registry id (in the cookie).
+    pub id: u32,
+    /// Operator's name for it.
+    pub name: String,
+    /// Created (Unix seconds).
+    pub created_unix: i64,
+    /// Revoked (Unix seconds), if it is.
+    pub revoked_unix: Option<i64>,
+    /// Optional source ACL: when not empty, connections must come from here.
+    pub source_prefixes: Vec<IpNet>,
+    /// Expiry of the last cookie issued.
+    pub cookie_expires: i64,
+}
+
+/// All subscribers, by id, as read at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// By registry id.
+    pub by_id: HashMap<u32, Subscriber>,
+}
+
+/// An open registry.
+pub struct Registry {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn parse_prefixes(s: &str) -> Vec<IpNet> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .filter_map(|p| IpNet::from_str(p.trim()).ok())
+        .collect()
+}
+
+impl Registry {
+    fn err(&self, source: rusqlite::Error) -> RegistryError {
+        RegistryError::Sql {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Opens (creating if needed) and migrates the database.
+    pub fn open(path: &Path) -> Result<Self, RegistryError> {
+        let wrap = |source| RegistryError::Sql {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(wrap)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(wrap)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(wrap)?;
+        let mut r = Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        r.migrate()?;
+        Ok(r)
+    }
+
+    fn migrate(&mut self) -> Result<(), RegistryError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = self.conn.transaction().map_err(|e| RegistryError::Sql {
+                path: self.path.display().to_string(),
+                source: e,
+            })?;
+            tx.execute_batch(sql)
+                .and_then(|()| tx.pragma_update(None, "user_version", (i + 1) as i64))
+                .and_then(|()| tx.commit())
+                .map_err(|e| RegistryError::Sql {
+                    path: self.path.display().to_string(),
+                    source: e,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Changes when another connection commits (cheap to poll).
+    pub fn data_version(&self) -> Result<i64, RegistryError> {
+        self.conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Adds a subscriber; returns it.
+    pub fn add(&self, name: &str, prefixes: &[IpNet]) -> Result<Subscriber, RegistryError> {
+        if name.is_empty() || name.len() > 200 {
+            return Err(RegistryError::Invalid(
+                "name must be 1 to 200 characters".into(),
+            ));
+        }
+        let list = prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.conn
+            .execute(
+                "INSERT INTO subscribers (name, created_unix, source_prefixes) VALUES (?1, ?2, ?3)",
+                params![name, now_unix(), list],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    RegistryError::Invalid(format!("subscriber {name:?} exists"))
+                }
+                e => self.err(e),
+            })?;
+        self.get(name)
+    }
+
+    /// Looks a subscriber up by name.
+    pub fn get(&self, name: &str) -> Result<Subscriber, RegistryError> {
+        self.conn
+            .query_row(
+                "SELECT id, name, created_unix, revoked_unix, source_prefixes, cookie_expires FROM subscribers WHERE name = ?1",
+                params![name],
+                row_to_subscriber,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+    }
+
+    /// Records the expiry of the cookie just issued.
+    pub fn set_cookie_expiry(&self, id: u32, expires: i64) -> Result<(), RegistryError> {
+        self.conn
+            .execute(
+                "UPDATE subscribers SET cookie_expires = ?1 WHERE id = ?2",
+                params![expires, id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Revokes a subscriber (kept for the record).
+    pub fn revoke(&self, name: &str) -> Result<Subscriber, RegistryError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE subscribers SET revoked_unix = ?1 WHERE name = ?2 AND revoked_unix IS NULL",
+                params![now_unix(), name],
+            )
+            .map_err(|e| self.err(e))?;
+        let s = self.get(name)?;
+        if n == 0 && s.revoked_unix.is_none() {
+            return Err(RegistryError::NotFound(name.to_string()));
+        }
+        Ok(s)
+    }
+
+    /// Every subscriber, by id.
+    pub fn list(&self) -> Result<Vec<Subscriber>, RegistryError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, name, created_unix, revoked_unix, source_prefixes, cookie_expires FROM subscribers ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], row_to_subscriber)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Everything the HAG needs, in memory.
+    pub fn snapshot(&self) -> Result<Snapshot, RegistryError> {
+        Ok(Snapshot {
+            by_id: self.list()?.into_iter().map(|s| (s.id, s)).collect(),
+        })
+    }
+}
+
+fn row_to_subscriber(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscriber> {
+    let id: i64 = r.get(0)?;
+    Ok(Subscriber {
+        id: u32::try_from(id).unwrap_or(u32::MAX),
+        name: r.get(1)?,
+        created_unix: r.get(2)?,
+        revoked_unix: r.get(3)?,
+        source_prefixes: parse_prefixes(&r.get::<_, String>(4)?),
+        cookie_expires: r.get(5)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_get_revoke_and_notice_changes_from_another_connection() {
+        let dir = std::env::temp_dir().join(format!("tandem-reg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("subs.db");
+        let _ = std::fs::remove_file(&path);
+        let hag = Registry::open(&path).unwrap();
+        let v0 = hag.data_version().unwrap();
+        let cli = Registry::open(&path).unwrap();
+        let a = cli
+            .add("line-1", &["10.64.1.0/24".parse().unwrap()])
+            .unwrap();
+        assert!(matches!(
+            cli.add("line-1", &[]),
+            Err(RegistryError::Invalid(_))
+        ));
+        assert_ne!(
+            hag.data_version().unwrap(),
+            v0,
+            "the HAG must see the CLI's commit"
+        );
+        let snap = hag.snapshot().unwrap();
+        assert_eq!(snap.by_id[&a.id].source_prefixes.len(), 1);
+        let r = cli.revoke("line-1").unwrap();
+        assert!(r.revoked_unix.is_some());
+        assert!(hag.snapshot().unwrap().by_id[&a.id].revoked_unix.is_some());
+        assert!(matches!(
+            cli.revoke("nobody"),
+            Err(RegistryError::NotFound(_))
+        ));
+        // Reopening keeps everything (migrations are not re-applied).
+        drop((hag, cli));
+        let again = Registry::open(&path).unwrap();
+        assert_eq!(again.list().unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
