@@ -5,9 +5,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 # Debian packages the lab, the demo and the tests use.
-DEB_PACKAGES := nftables iptables iproute2 ethtool tcpdump curl iperf3 procps bind9-dnsutils nsd unbound dnsperf
+DEB_PACKAGES := nftables iptables iproute2 ethtool tcpdump curl iperf3 procps bind9-dnsutils nsd unbound dnsperf knot hping3
 
-.PHONY: demo test deps build lint unit fuzz-build clean-lab
+.PHONY: demo test deps build lint fuzz fuzz-build clean-lab bench-attack
+
+# Seconds of coverage-guided fuzzing of the Convert decoder in `make test`.
+FUZZ_SECONDS ?= 60
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -32,9 +35,19 @@ lint:
 fuzz-build:
 	cd fuzz && $(CARGO) build --locked
 
+# cargo-fuzz needs nightly-only compiler flags; RUSTC_BOOTSTRAP lets the
+# machine's stable toolchain accept them (a new machine has only stable).
+fuzz: fuzz-build
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
+
 test: deps lint
 	$(CARGO) test --locked --workspace
-	$(MAKE) fuzz-build
+	$(MAKE) fuzz
+
+# The HAG under attack: goodput of a subscriber with and without floods.
+bench-attack: build
+	bench/hag-attack/run.sh
 
 # Removes a lab left by an interrupted run (names: tdm, demo).
 clean-lab:

@@ -734,3 +734,94 @@ fn subscriber_keeps_goodput_under_attack() {
         "{hag}"
     );
 }
+
+#[test]
+fn syn_floods_leave_no_userspace_state() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::up("sf", "fast");
+    let before = lab.metrics("hag");
+    let accepted_before = metric(&before, "tandem_hag_accepted_total");
+    let rss_before = hag_rss_kib(&lab);
+    // 20,000 spoofed SYNs without data, then 20,000 with 120 bytes of data
+    // (Fast Open requests), from random sources, at ~10,000/s each.
+    let floods: Vec<_> = [None, Some("120")]
+        .iter()
+        .map(|data| {
+            let mut args = vec!["netns", "exec"];
+            let ns = lab.ns("atk");
+            let mut cmd = Command::new("ip");
+            args.push(&ns);
+            cmd.args(args).args([
+                "hping3",
+                "-q",
+                "-S",
+                "-p",
+                "5124",
+                "-c",
+                "20000",
+                "-i",
+                "u100",
+                "--rand-source",
+            ]);
+            if let Some(d) = data {
+                cmd.args(["-d", d]);
+            }
+            cmd.arg("10.66.0.1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    // The home is served during the flood.
+    lab.ok(
+        "home",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            ORIGIN,
+        ],
+    );
+    for mut f in floods {
+        let _ = f.wait();
+    }
+    let after = lab.metrics("hag");
+    let accepted = metric(&after, "tandem_hag_accepted_total") - accepted_before;
+    let rss_after = hag_rss_kib(&lab);
+    println!("SYN floods: {accepted} sockets reached the HAG, RSS {rss_before} → {rss_after} KiB");
+    // Plain SYNs never reach userspace; SYNs with data are bounded by the
+    // Fast Open queue (limits.fastopen_queue, 1,024 by default).
+    assert!(
+        accepted <= 1100.0,
+        "{accepted} half-open sockets reached the HAG"
+    );
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "HAG memory {rss_before} → {rss_after} KiB"
+    );
+    lab.ok(
+        "hag",
+        &["curl", "-sS", "--fail", "http://127.0.0.1:9102/live"],
+    );
+    lab.ok(
+        "home",
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            ORIGIN,
+        ],
+    );
+}
