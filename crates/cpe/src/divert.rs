@@ -1,5 +1,7 @@
 //! Diverting the LAN's TCP to the CPE: an nftables table of our own with a
-//! TPROXY rule, and the policy route that delivers marked packets locally.
+//! TPROXY rule (loaded with `nft -f -`, one atomic transaction), and the
+//! policy rule and local route that deliver marked packets to the CPE
+//! (over rtnetlink).
 //!
 //! The table is replaced atomically at start (a table left by a crashed run
 //! is removed in the same transaction) and deleted at exit by [`Divert`]'s
@@ -73,83 +75,141 @@ pub fn ruleset(c: &Config) -> String {
     )
 }
 
-/// Interception installed; call [`Divert::remove`] on the way out.
+/// Interception installed; removed by [`Divert::remove`] or, failing that,
+/// when dropped.
 pub struct Divert {
     mark: u32,
     table: u32,
+    removed: bool,
 }
 
-fn route_args(family: &str, verb: &str, mark: u32, table: u32) -> Vec<Vec<String>> {
-    let s = |v: &str| v.to_string();
-    vec![
-        vec![
-            s(family),
-            s("rule"),
-            s(verb),
-            s("fwmark"),
-            format!("{mark:#x}"),
-            s("lookup"),
-            table.to_string(),
-            s("priority"),
-            s("90"),
-        ],
-        vec![
-            s(family),
-            s("route"),
-            s(verb),
-            s("local"),
-            s(if family == "-4" { "0.0.0.0/0" } else { "::/0" }),
-            s("dev"),
-            s("lo"),
-            s("table"),
-            table.to_string(),
-        ],
-    ]
+/// The policy rule (`fwmark MARK lookup TABLE`) and the local default route
+/// in TABLE that deliver diverted packets to the CPE, for one family, over
+/// rtnetlink. Removal is best effort: what is not there is fine.
+async fn policy_route(v4: bool, mark: u32, table: u32, add: bool) -> Result<(), DivertError> {
+    use rtnetlink::packet_route::route::{RouteScope, RouteType};
+    use rtnetlink::packet_route::rule::RuleAction;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let err = |what: &str, e: rtnetlink::Error| DivertError::Command {
+        cmd: format!("rtnetlink {what} (mark {mark:#x}, table {table})"),
+        msg: e.to_string(),
+    };
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| DivertError::Command {
+        cmd: "rtnetlink".into(),
+        msg: e.to_string(),
+    })?;
+    let task = tokio::spawn(conn);
+    let lo = nix::net::if_::if_nametoindex("lo").unwrap_or(1);
+    let rule_req = || {
+        handle
+            .rule()
+            .add()
+            .fw_mark(mark)
+            .table_id(table)
+            .priority(90)
+            .action(RuleAction::ToTable)
+    };
+    let mut rule = if v4 {
+        let mut r = rule_req().v4();
+        std::mem::take(r.message_mut())
+    } else {
+        let mut r = rule_req().v6();
+        std::mem::take(r.message_mut())
+    };
+    let route = if v4 {
+        rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .table_id(table)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .output_interface(lo)
+            .build()
+    } else {
+        rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+            .table_id(table)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .output_interface(lo)
+            .build()
+    };
+    let result = if add {
+        let mut r = handle.rule().add();
+        *r.message_mut() = std::mem::take(&mut rule);
+        match r.execute().await {
+            Ok(()) => handle
+                .route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(|e| err("add local route", e)),
+            Err(e) => Err(err("add fwmark rule", e)),
+        }
+    } else {
+        let _ = handle.rule().del(rule).execute().await;
+        let _ = handle.route().del(route).execute().await;
+        Ok(())
+    };
+    task.abort();
+    result
 }
 
 impl Divert {
-    /// Installs the table and the policy routes (replacing leftovers).
-    pub fn install(c: &Config) -> Result<Self, DivertError> {
-        let d = Self {
+    /// Installs the policy routes and the nftables table (replacing
+    /// leftovers of a crashed run).
+    pub async fn install(c: &Config) -> Result<Self, DivertError> {
+        let mut d = Self {
             mark: c.fwmark,
             table: c.route_table,
+            removed: false,
         };
-        // `d` removes whatever was installed if a later step fails.
-        d.remove_routes();
-        for family in ["-4", "-6"] {
-            for args in route_args(family, "add", d.mark, d.table) {
-                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                if let Err(e) = run("ip", &refs, None) {
-                    if family == "-4" {
-                        return Err(e);
-                    }
-                    tracing::debug!("IPv6 interception route: {e}");
-                }
-            }
+        d.remove_routes().await;
+        // From here `d` removes whatever was installed if a step fails.
+        d.removed = false;
+        policy_route(true, d.mark, d.table, true).await?;
+        if let Err(e) = policy_route(false, d.mark, d.table, true).await {
+            tracing::debug!("IPv6 interception route: {e}");
         }
         run("nft", &["-f", "-"], Some(&ruleset(c)))?;
         Ok(d)
     }
 
-    fn remove_routes(&self) {
-        for family in ["-4", "-6"] {
-            for args in route_args(family, "del", self.mark, self.table) {
-                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                let _ = run("ip", &refs, None);
-            }
+    async fn remove_routes(&mut self) {
+        for v4 in [true, false] {
+            let _ = policy_route(v4, self.mark, self.table, false).await;
         }
+        self.removed = true;
     }
 
-    /// Removes the table and routes. Safe to call when they are already gone.
-    pub fn remove(&self) {
+    /// Removes the table and routes. Safe when they are already gone.
+    pub async fn remove(mut self) {
         remove_table();
-        self.remove_routes();
+        self.remove_routes().await;
     }
 }
 
 impl Drop for Divert {
     fn drop(&mut self) {
-        self.remove();
+        if self.removed {
+            return;
+        }
+        // Not removed on the normal path (an error unwound past it): do it
+        // on a thread of its own, outside any runtime.
+        remove_table();
+        let (mark, table) = (self.mark, self.table);
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    for v4 in [true, false] {
+                        let _ = policy_route(v4, mark, table, false).await;
+                    }
+                });
+            }
+        })
+        .join();
     }
 }
 
@@ -163,12 +223,14 @@ pub fn remove_table() {
 }
 
 /// Removes everything a CPE with this config may have left behind.
-pub fn cleanup(c: &Config) {
+pub async fn cleanup(c: &Config) {
     Divert {
         mark: c.fwmark,
         table: c.route_table,
+        removed: false,
     }
-    .remove();
+    .remove()
+    .await;
 }
 
 #[cfg(test)]

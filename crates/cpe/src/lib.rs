@@ -88,7 +88,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (std_listener, _) = mptcp_sock::listen(listen_addr, &opts)?;
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
     let admin = tokio::net::TcpListener::bind(config.admin_listen).await?;
-    let divert = divert::Divert::install(&config)?;
+    let divert = divert::Divert::install(&config).await?;
     info!(
         lan = %config.lan_interface,
         hag = %config.hag,
@@ -119,7 +119,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(async move { conn::serve(c, m, lan).await }.instrument(span));
     }
     info!("stopping: removing the interception");
-    drop(divert);
+    divert.remove().await;
     admin_task.abort();
     Ok(())
 }

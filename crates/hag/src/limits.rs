@@ -260,9 +260,9 @@ mod tests {
         let (a1, p1) = l.admit(SubKey::Id(7)).unwrap();
         assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Refusal::Pending);
         drop(p1);
-        let (a2, _p2) = l.admit(SubKey::Id(7)).unwrap();
-        assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Refusal::Pending);
-        drop(_p2);
+        let (a2, p2) = l.admit(SubKey::Id(7)).unwrap();
+        assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Refusal::Connections);
+        drop(p2);
         assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Refusal::Connections);
         drop((a1, a2));
         assert!(l.admit(SubKey::Id(7)).is_ok());

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attack;
+pub mod dns;
 pub mod emu;
 pub mod origin;
 pub mod profile;

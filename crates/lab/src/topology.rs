@@ -70,7 +70,7 @@ pub const ORIGIN_PORT: u16 = 80;
 pub const HAG_PORT: u16 = 5124;
 
 /// Lab nodes (network namespaces).
-pub const NODES: &[&str] = &["home", "cpe", "dsl", "lte", "hag", "net", "atk"];
+pub const NODES: &[&str] = &["home", "cpe", "dsl", "lte", "hag", "net", "atk", "dns"];
 
 /// The two access links.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +299,9 @@ pub struct UpOptions {
     pub profile: Profile,
     /// Also start the HAG and the CPE (the origin server always runs).
     pub tandem: bool,
+    /// Also start the authoritative DNS server and `tandem shield` as the
+    /// home's resolver.
+    pub shield: bool,
     /// The `tandem` executable to run inside the namespaces.
     pub exe: PathBuf,
 }
@@ -318,6 +321,7 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         ("lte", "core0", "hag", "lte0"),
         ("hag", "net0", "net", "eth0"),
         ("hag", "atk0", "atk", "eth0"),
+        ("hag", "dns0", "dns", "eth0"),
     ];
     for (a, da, b, db) in veths {
         sh(
@@ -357,6 +361,10 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         ("net", "eth0", addr::OUTSIDER, 24),
         ("hag", "atk0", addr::HAG_ATK, 24),
         ("atk", "eth0", addr::ATTACKER, 24),
+        ("hag", "dns0", crate::dns::HAG_DNS, 24),
+        ("dns", "eth0", crate::dns::SHIELD, 24),
+        ("dns", "eth0", crate::dns::WARNING, 24),
+        ("net", "eth0", crate::dns::AUTHORITY, 24),
     ];
     for (node, dev, ip, plen) in addrs {
         ipn(&n(node), &format!("addr add {ip}/{plen} dev {dev}"))?;
@@ -448,6 +456,19 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         (
             "atk",
             format!("route add default via {} {cc}", addr::HAG_ATK),
+        ),
+        (
+            "dns",
+            format!("route add default via {} {cc}", crate::dns::HAG_DNS),
+        ),
+        // The home's non-TCP traffic (DNS) is routed over the fixed line.
+        (
+            "dsl",
+            format!("route add 192.168.100.0/24 via {}", addr::CPE_DSL),
+        ),
+        (
+            "hag",
+            format!("route add 192.168.100.0/24 via {}", addr::DSL_CORE),
         ),
     ];
     for (node, r) in routes {
@@ -603,12 +624,50 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         ORIGIN_PORT,
         Duration::from_secs(10),
     )?;
+    if o.shield {
+        let (nsd_conf, shield_conf) = crate::dns::write_files(&dir, &n("home"))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &n("net"), "nsd", "-d", "-c", &nsd_conf])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("nsd.err")).map_err(LabError::Io)?);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().map_err(|e| LabError::Command {
+            cmd: "nsd".into(),
+            msg: e.to_string(),
+        })?;
+        st.pids.push(("nsd".into(), child.id()));
+        let pid = spawn_bg(
+            &o.exe,
+            &n("dns"),
+            &["shield", "run", "--config", &shield_conf],
+            &dir.join("shield.log"),
+        )?;
+        st.pids.push(("shield".into(), pid));
+        save_state(st)?;
+        wait_port(
+            &n("dns"),
+            Ipv4Addr::LOCALHOST,
+            9153,
+            Duration::from_secs(10),
+        )?;
+    }
     if o.tandem {
         let hag_cfg = dir.join("hag.toml");
         let cpe_cfg = dir.join("cpe.toml");
         std::fs::write(&hag_cfg, hag_config(&dir, &random_key()?)).map_err(LabError::Io)?;
         std::fs::write(&cpe_cfg, cpe_config()).map_err(LabError::Io)?;
         let hag_s = hag_cfg.display().to_string();
+        if o.shield {
+            // The operator's DNS and warning page are reachable through Tandem.
+            let text = std::fs::read_to_string(&hag_cfg).map_err(LabError::Io)?;
+            let text = text.replacen(
+                "registry =",
+                "allow_destinations = [\"10.67.0.0/24\"]\nregistry =",
+                1,
+            );
+            std::fs::write(&hag_cfg, text).map_err(LabError::Io)?;
+        }
         let cpe_s = cpe_cfg.display().to_string();
         // The home is a registered subscriber whose cookie is bound to the
         // CPE's two WAN addresses.
@@ -715,6 +774,7 @@ pub fn down(name: &str) -> Result<(), LabError> {
         sh("ip", &["netns", "del", &n])?;
     }
     let _ = std::fs::remove_dir_all(state_dir(name));
+    crate::dns::remove_files(&ns(name, "home"));
     Ok(())
 }
 

@@ -190,15 +190,7 @@ mod tests {
         Record::from_rdata(
             Name::from_ascii("test.").unwrap(),
             ttl,
-            RData::SOA(SOA::new(
-                Name::root(),
-                Name::root(),
-                1,
-                1,
-                1,
-                1,
-                minimum,
-            )),
+            RData::SOA(SOA::new(Name::root(), Name::root(), 1, 1, 1, 1, minimum)),
         )
     }
 

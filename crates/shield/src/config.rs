@@ -392,7 +392,9 @@ impl Config {
             return invalid("limits.rrl_ipv*_prefix_len out of range".into());
         }
         if l.tcp_max_connections == 0 || l.tcp_idle_timeout_secs == 0 {
-            return invalid("limits.tcp_max_connections and tcp_idle_timeout_secs must be > 0".into());
+            return invalid(
+                "limits.tcp_max_connections and tcp_idle_timeout_secs must be > 0".into(),
+            );
         }
         if l.table_max_entries < 16 {
             return invalid("limits.table_max_entries must be at least 16".into());
@@ -585,7 +587,10 @@ http_listen = ["127.0.0.80:8080"]
 
     #[test]
     fn normalize() {
-        assert_eq!(normalize_domain("Evil.Example."), Some("evil.example".into()));
+        assert_eq!(
+            normalize_domain("Evil.Example."),
+            Some("evil.example".into())
+        );
         assert_eq!(normalize_domain(""), None);
         assert_eq!(normalize_domain("a..b"), None);
     }

@@ -166,7 +166,10 @@ pub fn rpz_trigger(record: &Record, origin: &str) -> Option<(String, bool, Actio
         return None;
     }
     let last = rel.rsplit('.').next().unwrap_or("");
-    if matches!(last, "rpz-ip" | "rpz-nsdname" | "rpz-nsip" | "rpz-client-ip") {
+    if matches!(
+        last,
+        "rpz-ip" | "rpz-nsdname" | "rpz-nsip" | "rpz-client-ip"
+    ) {
         return None;
     }
     let (subtree, name) = match rel.strip_prefix("*.") {
@@ -297,19 +300,34 @@ mod tests {
 
     #[test]
     fn domain_list_and_hosts() {
-        let text = "# feed\nEvil.Example.\n*.bad.test  # subtree\nnot a..name\n\n";
-        let (s, st) = read_lines(text.as_bytes(), ListKind::Domains, Action::Nxdomain, false)
-            .unwrap();
-        assert_eq!(st, LoadStats { entries: 2, skipped: 1 });
-        assert_eq!(s.lookup("evil.example").map(|x| x.0), Some(Action::Nxdomain));
+        let text = "# feed\nEvil.Example.\n*.bad.test  # subtree\nbad..name\n\n";
+        let (s, st) =
+            read_lines(text.as_bytes(), ListKind::Domains, Action::Nxdomain, false).unwrap();
+        assert_eq!(
+            st,
+            LoadStats {
+                entries: 2,
+                skipped: 1
+            }
+        );
+        assert_eq!(
+            s.lookup("evil.example").map(|x| x.0),
+            Some(Action::Nxdomain)
+        );
         assert_eq!(s.lookup("www.evil.example"), None);
         assert_eq!(s.lookup("x.bad.test").map(|x| x.0), Some(Action::Nxdomain));
         assert_eq!(s.lookup("bad.test"), None);
 
         let hosts = "127.0.0.1 localhost\n0.0.0.0 a.test b.test\n::1 ip6-localhost\nbogus line\n";
-        let (s, st) = read_lines(hosts.as_bytes(), ListKind::Hosts, Action::Redirect, true)
-            .unwrap();
-        assert_eq!(st, LoadStats { entries: 2, skipped: 1 });
+        let (s, st) =
+            read_lines(hosts.as_bytes(), ListKind::Hosts, Action::Redirect, true).unwrap();
+        assert_eq!(
+            st,
+            LoadStats {
+                entries: 2,
+                skipped: 1
+            }
+        );
         assert!(s.lookup("www.a.test").is_some());
         assert!(s.lookup("localhost").is_none());
     }
@@ -329,7 +347,13 @@ mod tests {
         .unwrap();
         let (s, st) = read_rpz_file(&p, None).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(st, LoadStats { entries: 6, skipped: 1 });
+        assert_eq!(
+            st,
+            LoadStats {
+                entries: 6,
+                skipped: 1
+            }
+        );
         let a = |n: &str| s.lookup(n).map(|x| x.0);
         assert_eq!(a("nx.example"), Some(Action::Nxdomain));
         assert_eq!(a("nodata.example"), Some(Action::Nodata));

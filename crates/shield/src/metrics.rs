@@ -108,7 +108,21 @@ pub struct Metrics {
     /// The same, for the previous UTC day.
     pub protected_yesterday: Gauge,
     daily: Mutex<Daily>,
+    answer_counters: Vec<(&'static str, Counter)>,
+    query_counters: Vec<(&'static str, Counter)>,
 }
+
+const ANSWER_KINDS: [&str; 9] = [
+    "cache",
+    "upstream",
+    "blocked",
+    "refused",
+    "servfail",
+    "formerr",
+    "notimp",
+    "any_refused",
+    "notify",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -139,21 +153,39 @@ impl Default for Metrics {
                 keys: RandomState::new(),
                 seen: HashSet::new(),
             }),
+            answer_counters: Vec::new(),
+            query_counters: Vec::new(),
         };
-        r.register("queries", "DNS queries received, by transport", m.queries.clone());
-        r.register("answers", "DNS answers, by how they were made", m.answers.clone());
+        r.register(
+            "queries",
+            "DNS queries received, by transport",
+            m.queries.clone(),
+        );
+        r.register(
+            "answers",
+            "DNS answers, by how they were made",
+            m.answers.clone(),
+        );
         r.register(
             "blocked_queries",
             "Blocked queries, by list and action",
             m.blocked.clone(),
         );
-        r.register("dropped_queries", "Queries not answered, by reason", m.dropped.clone());
+        r.register(
+            "dropped_queries",
+            "Queries not answered, by reason",
+            m.dropped.clone(),
+        );
         r.register(
             "rrl_slipped",
             "Truncated answers sent instead of rate-limited ones",
             m.rrl_slipped.clone(),
         );
-        r.register("udp_received_bytes", "UDP bytes received", m.udp_bytes_in.clone());
+        r.register(
+            "udp_received_bytes",
+            "UDP bytes received",
+            m.udp_bytes_in.clone(),
+        );
         r.register("udp_sent_bytes", "UDP bytes sent", m.udp_bytes_out.clone());
         r.register(
             "upstream_failures",
@@ -165,7 +197,11 @@ impl Default for Metrics {
             "Time to get an answer from the upstreams",
             m.upstream_seconds.clone(),
         );
-        r.register("cache_entries", "Entries in the answer cache", m.cache_entries.clone());
+        r.register(
+            "cache_entries",
+            "Entries in the answer cache",
+            m.cache_entries.clone(),
+        );
         r.register("list_entries", "Names in each list", m.list_entries.clone());
         r.register(
             "list_updates",
@@ -177,14 +213,26 @@ impl Default for Metrics {
             "List loads and zone transfers that failed",
             m.list_update_failures.clone(),
         );
-        r.register("tcp_connections", "TCP connections open", m.tcp_connections.clone());
+        r.register(
+            "tcp_connections",
+            "TCP connections open",
+            m.tcp_connections.clone(),
+        );
         r.register(
             "tcp_refused",
             "TCP connections closed at once: limit reached",
             m.tcp_refused.clone(),
         );
-        r.register("reports", "Citizen reports received, by kind", m.reports.clone());
-        r.register("warning_pages", "Warning pages served", m.warning_pages.clone());
+        r.register(
+            "reports",
+            "Citizen reports received, by kind",
+            m.reports.clone(),
+        );
+        r.register(
+            "warning_pages",
+            "Warning pages served",
+            m.warning_pages.clone(),
+        );
         r.register(
             "protected_subscribers_today",
             "Distinct subscribers that got a blocked answer this UTC day",
@@ -195,16 +243,64 @@ impl Default for Metrics {
             "Distinct subscribers that got a blocked answer the previous UTC day",
             m.protected_yesterday.clone(),
         );
-        Self { registry: r, ..m }
+        let answer_counters = ANSWER_KINDS
+            .iter()
+            .map(|k| {
+                let c = m
+                    .answers
+                    .get_or_create(&KindLabel { kind: (*k).into() })
+                    .clone();
+                (*k, c)
+            })
+            .collect();
+        let query_counters = ["udp", "tcp"]
+            .iter()
+            .map(|k| {
+                let c = m
+                    .queries
+                    .get_or_create(&KindLabel { kind: (*k).into() })
+                    .clone();
+                (*k, c)
+            })
+            .collect();
+        Self {
+            registry: r,
+            answer_counters,
+            query_counters,
+            ..m
+        }
     }
 }
 
 impl Metrics {
-    /// Counts an answer kind.
-    pub fn answer(&self, kind: &str) {
-        self.answers
-            .get_or_create(&KindLabel { kind: kind.into() })
-            .inc();
+    /// Counts an answer kind (a fixed set, resolved without allocating).
+    pub fn answer(&self, kind: &'static str) {
+        match self.answer_counters.iter().find(|(k, _)| *k == kind) {
+            Some((_, c)) => {
+                c.inc();
+            }
+            None => {
+                self.answers
+                    .get_or_create(&KindLabel { kind: kind.into() })
+                    .inc();
+            }
+        }
+    }
+
+    /// Counts a query by transport.
+    pub fn query(&self, transport: &'static str) {
+        match self.query_counters.iter().find(|(k, _)| *k == transport) {
+            Some((_, c)) => {
+                c.inc();
+            }
+            None => {
+                self.queries
+                    .get_or_create(&KindLabel {
+                        kind: transport.into(),
+                    })
+                    .inc();
+            }
+        }
     }
 
     /// Counts a dropped query.
@@ -269,9 +365,14 @@ mod tests {
         m.blocked("feed", "nxdomain", "10.0.0.2".parse().unwrap());
         assert_eq!(m.protected_today.get(), 2);
         let text = m.render();
-        assert!(text.contains("tandem_shield_protected_subscribers_today 2"), "{text}");
         assert!(
-            text.contains("tandem_shield_blocked_queries_total{list=\"feed\",action=\"redirect\"} 3"),
+            text.contains("tandem_shield_protected_subscribers_today 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tandem_shield_blocked_queries_total{list=\"feed\",action=\"redirect\"} 3"
+            ),
             "{text}"
         );
     }

@@ -1,14 +1,20 @@
 //! [`NameSet`]: a compact, immutable set of domain names with a policy byte
-//! each, built for a million names in about 30 bytes per name.
+//! each, built for a million names in under 40 bytes per name.
 //!
 //! The names (lowercase ASCII, no final dot) sit end to end in one sorted,
 //! deduplicated byte arena; `offs[i]..offs[i + 1]` is the i-th name and
 //! `meta[i]` its policy: which action applies to the name itself and which
 //! to its strict subdomains (`*.name`). A lookup is a binary search; a
-//! subtree match is one lookup per ancestor of the query name. Updates
+//! subtree match is one lookup per ancestor of the query name. A lookup
+//! goes through an open-addressing hash index of u32 entry numbers
+//! (randomly keyed SipHash, load factor at most 1/2, about 8 bytes per
+//! name) so that it touches two or three cache lines instead of the ~60 a
+//! binary search over a million names does. Updates
 //! build a new set (a sorted merge, O(n)) that the caller swaps in whole.
 
+use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 
 use crate::policy::Action;
 
@@ -81,7 +87,11 @@ pub struct NameSet {
     arena: Vec<u8>,
     offs: Vec<u32>,
     meta: Vec<u8>,
+    index: Vec<u32>,
+    keys: RandomState,
 }
+
+const EMPTY: u32 = u32::MAX;
 
 impl NameSet {
     /// Names in the set.
@@ -96,7 +106,35 @@ impl NameSet {
 
     /// Heap bytes the set holds.
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity() + self.offs.capacity() * 4 + self.meta.capacity()
+        self.arena.capacity()
+            + self.offs.capacity() * 4
+            + self.meta.capacity()
+            + self.index.capacity() * 4
+    }
+
+    fn with_index(arena: Vec<u8>, offs: Vec<u32>, meta: Vec<u8>) -> Self {
+        let mut s = Self {
+            arena,
+            offs,
+            meta,
+            index: Vec::new(),
+            keys: RandomState::new(),
+        };
+        if s.is_empty() {
+            return s;
+        }
+        let slots = (s.len() * 2).next_power_of_two();
+        let mut index = vec![EMPTY; slots];
+        let mask = slots - 1;
+        for i in 0..s.len() {
+            let mut h = s.keys.hash_one(s.name(i)) as usize & mask;
+            while index[h] != EMPTY {
+                h = (h + 1) & mask;
+            }
+            index[h] = i as u32;
+        }
+        s.index = index;
+        s
     }
 
     fn name(&self, i: usize) -> &[u8] {
@@ -105,16 +143,21 @@ impl NameSet {
 
     /// The entry for exactly this name (lowercase, no final dot).
     pub fn get(&self, name: &[u8]) -> Option<Meta> {
-        let (mut lo, mut hi) = (0usize, self.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.name(mid).cmp(name) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(Meta::unpack(self.meta[mid])),
-            }
+        if self.index.is_empty() {
+            return None;
         }
-        None
+        let mask = self.index.len() - 1;
+        let mut h = self.keys.hash_one(name) as usize & mask;
+        loop {
+            let i = self.index[h];
+            if i == EMPTY {
+                return None;
+            }
+            if self.name(i as usize) == name {
+                return Some(Meta::unpack(self.meta[i as usize]));
+            }
+            h = (h + 1) & mask;
+        }
     }
 
     /// The action for a query name: its own entry first, then the closest
@@ -238,7 +281,7 @@ impl Builder {
         offs.push(self.arena.len() as u32);
         let mut arena = self.arena;
         arena.shrink_to_fit();
-        NameSet { arena, offs, meta }
+        NameSet::with_index(arena, offs, meta)
     }
 
     /// Sorts, merges duplicates and packs the names.
@@ -280,11 +323,7 @@ impl Builder {
         offs.push(out_arena.len() as u32);
         offs.shrink_to_fit();
         meta.shrink_to_fit();
-        NameSet {
-            arena: out_arena,
-            offs,
-            meta,
-        }
+        NameSet::with_index(out_arena, offs, meta)
     }
 }
 

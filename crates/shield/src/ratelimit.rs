@@ -160,9 +160,18 @@ mod tests {
     fn ipv6_prefix_and_disabled() {
         let l = Limiter::new(1, 1, 0, 24, 56, 1000);
         let t0 = Instant::now();
-        assert_eq!(l.check("2001:db8:0:1::1".parse().unwrap(), t0), Verdict::Pass);
-        assert_eq!(l.check("2001:db8:0:1::2".parse().unwrap(), t0), Verdict::Drop);
-        assert_eq!(l.check("2001:db8:0:100::2".parse().unwrap(), t0), Verdict::Pass);
+        assert_eq!(
+            l.check("2001:db8:0:1::1".parse().unwrap(), t0),
+            Verdict::Pass
+        );
+        assert_eq!(
+            l.check("2001:db8:0:1::2".parse().unwrap(), t0),
+            Verdict::Drop
+        );
+        assert_eq!(
+            l.check("2001:db8:0:100::2".parse().unwrap(), t0),
+            Verdict::Pass
+        );
         let off = Limiter::new(0, 1, 0, 24, 56, 1000);
         for _ in 0..100 {
             assert_eq!(off.check("10.0.0.1".parse().unwrap(), t0), Verdict::Pass);

@@ -168,19 +168,17 @@ impl Shared {
         client: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
-        let m = match Message::from_vec(bytes) {
-            Ok(m) => m,
-            Err(_) => {
-                // Never answer what is not a query; FORMERR otherwise, if
-                // the header is readable.
-                if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
-                    return None;
-                }
-                self.metrics.answer("formerr");
-                let mut r = Message::response(u16::from_be_bytes([bytes[0], bytes[1]]), OpCode::Query);
-                r.metadata.response_code = ResponseCode::FormErr;
-                return r.to_vec().ok();
+        let Ok(m) = Message::from_vec(bytes) else {
+            // Never answer what is not a query; FORMERR otherwise, if the
+            // header is readable.
+            if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
+                return None;
             }
+            self.metrics.answer("formerr");
+            let id = u16::from_be_bytes([bytes[0], bytes[1]]);
+            let mut r = Message::response(id, OpCode::Query);
+            r.metadata.response_code = ResponseCode::FormErr;
+            return r.to_vec().ok();
         };
         if m.metadata.message_type != MessageType::Query {
             return None;

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 /// Why no upstream answered.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// Every upstream timed out or failed.
     #[error("no upstream answered ({0})")]
     Exhausted(String),

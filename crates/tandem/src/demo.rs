@@ -161,6 +161,7 @@ pub(crate) fn run(profile: &str, name: &str, seconds: u64) -> Result<()> {
         profile_name: profile.to_string(),
         profile: p,
         tandem: true,
+        shield: false,
         exe: std::env::current_exe()?,
     })?;
     let _guard = LabGuard(name.to_string());

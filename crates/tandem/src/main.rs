@@ -93,6 +93,9 @@ enum LabCmd {
         /// Build the network only; do not start the HAG and the CPE.
         #[arg(long)]
         no_tandem: bool,
+        /// Do not start the DNS (NSD authority and `tandem shield`).
+        #[arg(long)]
+        no_shield: bool,
     },
     /// Stops everything the lab started and deletes its namespaces.
     Down {
@@ -212,6 +215,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             profile,
             name,
             no_tandem,
+            no_shield,
         } => {
             let p = lab::profile::by_name(&profile).with_context(|| {
                 format!(
@@ -224,6 +228,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
                 profile_name: profile,
                 profile: p,
                 tandem: !no_tandem,
+                shield: !no_shield,
                 exe: std::env::current_exe().context("locating the tandem executable")?,
             };
             lab::up(&opts)?;
@@ -336,7 +341,7 @@ fn main() -> ExitCode {
             CpeCmd::CheckConfig { file } => check(&file, cpe::Config::load(&file)),
             CpeCmd::Cleanup { config } => {
                 let c = cpe::Config::load(&config)?;
-                cpe::divert::cleanup(&c);
+                runtime()?.block_on(cpe::divert::cleanup(&c));
                 Ok(())
             }
         },

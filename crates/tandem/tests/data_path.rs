@@ -522,34 +522,8 @@ fn cpe_removes_its_table_on_sigterm_and_after_a_crash() {
         "a killed CPE cannot clean up"
     );
     let cfg = format!("/run/tandem-lab/{}/cpe.toml", lab.name);
-    let mut cpe = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("cpe"),
-            common::TANDEM,
-            "cpe",
-            "run",
-            "--config",
-            &cfg,
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        lab.exec(
-            "cpe",
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "http://127.0.0.1:9101/live",
-            ],
-        )
-        .status
-        .success()
-    }));
+    let mut cpe = lab.spawn_tandem("cpe", &["cpe", "run", "--config", &cfg]);
+    lab.wait_live("cpe", 9101);
     assert_eq!(tables().matches("tandem_cpe").count(), 1);
     lab.ok(
         "home",

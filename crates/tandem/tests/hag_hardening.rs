@@ -283,35 +283,9 @@ fn no_open_proxy_and_no_ssrf() {
         )
         .replace("127.0.0.1:9102", "127.0.0.1:9103");
     std::fs::write(&cfg, text).unwrap();
-    let mut second = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("hag"),
-            common::TANDEM,
-            "hag",
-            "run",
-            "--config",
-            &cfg,
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut second = lab.spawn_tandem("hag", &["hag", "run", "--config", &cfg]);
     let home2 = add_subscriber(&lab, "home-2", "10.64.9.0/24");
-    assert!(eventually(Duration::from_secs(10), || {
-        lab.exec(
-            "hag",
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "http://127.0.0.1:9103/live",
-            ],
-        )
-        .status
-        .success()
-    }));
+    lab.wait_live("hag", 9103);
     let via = |addr: &str| {
         let addr: SocketAddr = addr.parse().unwrap();
         let cookie = home2.clone();
@@ -611,34 +585,8 @@ fn drain_on_sigterm_and_reload_on_sighup_keep_downloads() {
         ),
     )
     .unwrap();
-    let mut hag = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("hag"),
-            common::TANDEM,
-            "hag",
-            "run",
-            "--config",
-            &cfg,
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        lab.exec(
-            "hag",
-            &[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "http://127.0.0.1:9102/live",
-            ],
-        )
-        .status
-        .success()
-    }));
+    let mut hag = lab.spawn_tandem("hag", &["hag", "run", "--config", &cfg]);
+    lab.wait_live("hag", 9102);
     let dl = start_download(&lab, 200_000_000);
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();

@@ -217,6 +217,28 @@ impl Lab {
         )
     }
 
+    /// Starts `tandem ARGS` inside a node (stderr discarded); the caller ends it.
+    pub fn spawn_tandem(&self, node: &str, args: &[&str]) -> std::process::Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(node), TANDEM])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn tandem in the lab")
+    }
+
+    /// Waits until an admin listener in a node answers `/live`.
+    pub fn wait_live(&self, node: &str, port: u16) {
+        let url = format!("http://127.0.0.1:{port}/live");
+        assert!(
+            eventually(Duration::from_secs(10), || self
+                .exec(node, &["curl", "-s", "-o", "/dev/null", &url])
+                .status
+                .success()),
+            "{url} in {node} did not come up"
+        );
+    }
+
     /// Edits the HAG configuration and sends SIGHUP; waits until the HAG
     /// logged the reload.
     pub fn reconfigure_hag(&self, edit: impl FnOnce(String) -> String) {

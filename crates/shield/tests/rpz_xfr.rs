@@ -1,0 +1,155 @@
+//! RPZ from a real primary (Knot DNS): AXFR at start, IXFR on NOTIFY, a
+//! 10,000-entry IXFR applied while a client keeps querying — and not one
+//! of its queries fails during the swaps.
+
+mod common;
+use common::*;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+/// Queries `names` in turn until `stop`, one at a time, each with a 1 s
+/// deadline; counts the queries and those left without an answer.
+fn load(
+    server: SocketAddr,
+    src: &str,
+    names: Vec<&'static str>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    let sock = UdpSocket::bind(format!("{src}:0")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut i = 0u16;
+        while !stop.load(Ordering::Relaxed) {
+            i = i.wrapping_add(1);
+            let mut m = Message::query();
+            m.metadata.id = i;
+            m.metadata.recursion_desired = true;
+            let name = names[i as usize % names.len()];
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+            sock.send_to(&m.to_vec().unwrap(), server).unwrap();
+            sent.fetch_add(1, Ordering::Relaxed);
+            let ok = loop {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, _)) => match Message::from_vec(&buf[..n]) {
+                        Ok(r) if r.metadata.id == i => break true,
+                        _ => continue,
+                    },
+                    Err(_) => break false,
+                }
+            };
+            if !ok {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+#[test]
+fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
+    let net = net(4);
+    let dir = TempDir::new("rpzxfr");
+    let nsd_addr = addr(&net, 53, free_port(&format!("{net}.53")));
+    let _nsd = start_nsd(
+        &dir,
+        nsd_addr,
+        &[("shield.test", SHIELD_TEST_ZONE.into())],
+        None,
+    );
+    let knot_addr = addr(&net, 3, free_port(&format!("{net}.3")));
+    // The shield's DNS port must be known before Knot starts (NOTIFY).
+    let shield_port = free_port(&format!("{net}.1"));
+    let notify_to = addr(&net, 1, shield_port);
+    let knot = Knot::start(
+        &dir,
+        knot_addr,
+        "rpz.test",
+        "first.phish.test CNAME .\n*.wild.phish.test CNAME rpz-drop.\n",
+        1,
+        notify_to,
+    );
+    let extra = format!(
+        "[limits]\nclient_queries_per_second = 0\nrrl_responses_per_second = 0\n\n\
+         [[lists]]\nname = \"rpz\"\nkind = \"rpz\"\nprimary = \"{knot_addr}\"\nzone = \"rpz.test\"\nrefresh_secs = 3600\n"
+    );
+    let cfg = config(&net, &[nsd_addr], &extra).replace(
+        &format!("listen = [\"{net}.1:0\"]"),
+        &format!("listen = [\"{net}.1:{shield_port}\"]"),
+    );
+    let s = Shield::start(&cfg);
+    wait_until("AXFR", 10, || s.policy.all_loaded());
+    let src = format!("{net}.10");
+    let q = |name: &str| dig(None, s.dns, &["-b", &src, name]);
+
+    let d = q("first.phish.test");
+    assert_eq!(d.status.as_deref(), Some("NXDOMAIN"), "{}", d.raw);
+    assert!(d.ede.unwrap_or_default().contains("rpz"));
+    assert!(q("x.wild.phish.test").timed_out);
+    assert_eq!(q("www.shield.test").data(), vec!["192.0.2.10"]);
+
+    // A client keeps querying a cached name, a blocked one and a name the
+    // update will block, while the lists are swapped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let loader = load(
+        s.dns,
+        &src,
+        vec!["www.shield.test", "first.phish.test", "n5000.ixfr.test"],
+        stop.clone(),
+        sent.clone(),
+        failed.clone(),
+    );
+
+    // Serial 2: first.phish.test removed, 10,000 names added.
+    let mut body = String::from("*.wild.phish.test CNAME rpz-drop.\n");
+    for i in 0..10_000 {
+        body.push_str(&format!("n{i}.ixfr.test CNAME .\n"));
+    }
+    knot.write_zone(2, &body);
+    let updates_before = s.metric("tandem_shield_list_updates_total{list=\"rpz\"}");
+    let t0 = Instant::now();
+    knot.reload();
+    wait_until("IXFR applied", 10, || {
+        s.metric("tandem_shield_list_updates_total{list=\"rpz\"}") > updates_before
+    });
+    let applied = t0.elapsed();
+    println!("10,000-entry IXFR: reload to swap in {applied:?}");
+    assert_eq!(
+        s.metric("tandem_shield_list_entries{list=\"rpz\"}"),
+        10_001.0
+    );
+    let d = q("n9999.ixfr.test");
+    assert_eq!(d.status.as_deref(), Some("NXDOMAIN"), "{}", d.raw);
+    let d = q("first.phish.test");
+    assert!(d.ede.is_none(), "removed by the IXFR: {}", d.raw);
+    let log = std::fs::read_to_string(knot.dir.join("knot.log")).unwrap();
+    assert!(
+        log.contains("IXFR, outgoing"),
+        "Knot served no IXFR:\n{log}"
+    );
+
+    // Serial 3: a few more changes, again by IXFR.
+    body.push_str("late.phish.test CNAME *.\n");
+    knot.write_zone(3, &body);
+    knot.reload();
+    wait_until("second IXFR", 10, || q("late.phish.test").ede.is_some());
+
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    loader.join().unwrap();
+    let (n, f) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("queries during the swaps: {n}, unanswered: {f}");
+    assert!(n > 100, "the load ran: {n}");
+    assert_eq!(f, 0, "queries failed during the list swaps");
+    assert!(applied < Duration::from_secs(5), "{applied:?}");
+}
