@@ -773,3 +773,77 @@ fn syn_floods_leave_no_userspace_state() {
         ],
     );
 }
+
+#[test]
+fn global_limit_and_error_reply_rate() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let lab = Lab::up("gl", "fast");
+    // A second HAG on another port with a global limit of 3 connections and
+    // at most 5 error replies per second.
+    let cfg = lab.file("hag-small.toml");
+    let text = std::fs::read_to_string(lab.file("hag.toml"))
+        .unwrap()
+        .replace("10.66.0.1:5124", "10.66.0.1:5126")
+        .replace("127.0.0.1:9102", "127.0.0.1:9104");
+    std::fs::write(
+        &cfg,
+        format!("{text}\n[limits]\nmax_connections = 3\nerror_replies_per_sec = 5.0\nper_source_pending = 1000\n"),
+    )
+    .unwrap();
+    let mut small = lab.spawn_tandem("hag", &["hag", "run", "--config", &cfg]);
+    lab.wait_live("hag", 9104);
+    let answers = lab.in_ns("atk", || {
+        let addr: SocketAddr = "10.66.0.1:5126".parse().unwrap();
+        // Three silent connections take every slot.
+        let held: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // Each further one is answered Resource Exceeded while error replies
+        // last, then closed without a reply.
+        let mut answers = Vec::new();
+        for _ in 0..30 {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            answers.push(
+                Message::decode(&buf)
+                    .ok()
+                    .and_then(|(m, _)| m.error().map(|e| e.code)),
+            );
+        }
+        drop(held);
+        answers
+    });
+    let exceeded = answers
+        .iter()
+        .filter(|a| **a == Some(ErrorCode::RESOURCE_EXCEEDED))
+        .count();
+    let silent = answers.iter().filter(|a| a.is_none()).count();
+    println!("over the global limit: {exceeded} Resource Exceeded, {silent} closed without reply");
+    assert!(exceeded >= 3, "too few Resource Exceeded: {answers:?}");
+    assert!(
+        exceeded <= 15,
+        "error replies not rate-limited: {exceeded} of 30"
+    );
+    assert_eq!(exceeded + silent, 30, "{answers:?}");
+    let m = lab.ok("hag", &["curl", "-sS", "http://127.0.0.1:9104/metrics"]);
+    assert!(
+        metric(&m, "tandem_hag_refused_total{reason=\"limit_global\"}") >= 30.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "tandem_hag_refused_total{reason=\"error_reply_rate\"}") >= 10.0,
+        "{m}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(small.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(small.wait().unwrap().success());
+}
