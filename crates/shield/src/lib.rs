@@ -196,6 +196,14 @@ impl Server {
                 config.upstreams.clone(),
                 config.upstream_timeout,
                 config.upstream_max_in_flight,
+                |server| {
+                    metrics
+                        .upstream_failures
+                        .get_or_create(&metrics::UpstreamLabel {
+                            upstream: server.to_string(),
+                        })
+                        .clone()
+                },
             ),
             ttl: cache::TtlPolicy {
                 min_secs: config.cache_min_ttl_secs,

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
@@ -24,21 +24,34 @@ pub const REPORTS_ALLOW_LIST: &str = "false-positives";
 /// How long a zone transfer may take.
 const XFR_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn record(metrics: &Metrics, policy: &Policy, name: &str, set: NameSet, stats: LoadStats) {
+/// Swaps `set` in as list `name`; `started` is when its transfer or read
+/// began.
+fn record(
+    metrics: &Metrics,
+    policy: &Policy,
+    name: &str,
+    set: NameSet,
+    stats: LoadStats,
+    started: Instant,
+) {
     let label = ListLabel { list: name.into() };
+    let names = set.len();
+    policy.replace(name, Arc::new(set));
+    let took = started.elapsed();
+    metrics.list_entries.get_or_create(&label).set(names as i64);
     metrics
-        .list_entries
+        .list_update_seconds
         .get_or_create(&label)
-        .set(set.len() as i64);
+        .set(took.as_secs_f64());
     metrics.list_updates.get_or_create(&label).inc();
     tracing::info!(
         list = name,
-        names = set.len(),
+        names,
         accepted = stats.entries,
         skipped = stats.skipped,
+        took_ms = took.as_millis() as u64,
         "list updated"
     );
-    policy.replace(name, Arc::new(set));
 }
 
 fn failed(metrics: &Metrics, name: &str, e: &dyn std::fmt::Display) {
@@ -61,12 +74,16 @@ pub(crate) fn load_file_now(
     policy: &Policy,
     metrics: &Metrics,
 ) -> Result<(), FeedError> {
+    let started = Instant::now();
     let (set, stats) = load_file(cfg, path)?;
-    record(metrics, policy, &cfg.name, set, stats);
+    record(metrics, policy, &cfg.name, set, stats, started);
     Ok(())
 }
 
-/// Re-reads a file list whenever its modification time or size changes.
+/// Re-reads a file list when its modification time or size has changed and
+/// then stayed the same for one more interval: a file still being written
+/// (not replaced by a rename) is not loaded half-way. A file that changed
+/// while it was read is read again at the next interval.
 pub(crate) async fn watch_file(
     cfg: ListConfig,
     path: PathBuf,
@@ -74,20 +91,30 @@ pub(crate) async fn watch_file(
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut seen = mtime(&path);
+    let mut loaded = mtime(&path);
+    let mut last = loaded;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(cfg.refresh) => {}
         }
         let now = mtime(&path);
-        if now.is_none() || now == seen {
+        let settled = now == last;
+        last = now;
+        if now.is_none() || now == loaded || !settled {
             continue;
         }
-        seen = now;
+        let started = Instant::now();
         let (c, p) = (cfg.clone(), path.clone());
-        match tokio::task::spawn_blocking(move || load_file(&c, &p)).await {
-            Ok(Ok((set, stats))) => record(&metrics, &policy, &cfg.name, set, stats),
+        let read = tokio::task::spawn_blocking(move || load_file(&c, &p)).await;
+        let after = mtime(&path);
+        if after != now {
+            last = after;
+            continue;
+        }
+        loaded = now;
+        match read {
+            Ok(Ok((set, stats))) => record(&metrics, &policy, &cfg.name, set, stats, started),
             Ok(Err(e)) => failed(&metrics, &cfg.name, &e),
             Err(e) => failed(&metrics, &cfg.name, &e),
         }
@@ -109,6 +136,7 @@ pub(crate) async fn transfer_loop(
     let mut serial: Option<u32> = None;
     loop {
         let mut wait = cfg.refresh;
+        let started = Instant::now();
         match crate::xfr::transfer(primary, &zone, serial, XFR_TIMEOUT).await {
             Ok(t) => {
                 let (soa_serial, soa_refresh) = match &t {
@@ -127,7 +155,7 @@ pub(crate) async fn transfer_loop(
                     tokio::task::spawn_blocking(move || crate::xfr::apply(&current, &t, &z)).await;
                 match built {
                     Ok(Some((set, stats))) => {
-                        record(&metrics, &policy, &cfg.name, set, stats);
+                        record(&metrics, &policy, &cfg.name, set, stats, started);
                         if serial != soa_serial {
                             tracing::info!(list = %cfg.name, zone, serial = soa_serial, "zone transferred");
                         }
@@ -184,6 +212,7 @@ pub(crate) fn load_reports(
             s.confirmed(Kind::FalsePositive)?,
         )
     };
+    let started = Instant::now();
     let stats = |v: &Vec<String>| LoadStats {
         entries: v.len(),
         skipped: 0,
@@ -195,6 +224,7 @@ pub(crate) fn load_reports(
             REPORTS_BLOCK_LIST,
             set_from(&block, action),
             stats(&block),
+            started,
         );
     }
     if previous.map(|p| &p.1) != Some(&allow) {
@@ -204,6 +234,7 @@ pub(crate) fn load_reports(
             REPORTS_ALLOW_LIST,
             set_from(&allow, Action::Passthru),
             stats(&allow),
+            started,
         );
     }
     Ok((block, allow))

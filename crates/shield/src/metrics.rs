@@ -10,6 +10,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -93,6 +94,9 @@ pub struct Metrics {
     pub list_entries: Family<ListLabel, Gauge>,
     /// Successful list loads or transfers, by list.
     pub list_updates: Family<ListLabel, Counter>,
+    /// Seconds the last update of each list took, from the start of its
+    /// transfer or read to the swap.
+    pub list_update_seconds: Family<ListLabel, Gauge<f64, AtomicU64>>,
     /// Failed list loads or transfers, by list.
     pub list_update_failures: Family<ListLabel, Counter>,
     /// TCP connections open.
@@ -141,6 +145,7 @@ impl Default for Metrics {
             cache_entries: Gauge::default(),
             list_entries: Family::default(),
             list_updates: Family::default(),
+            list_update_seconds: Family::default(),
             list_update_failures: Family::default(),
             tcp_connections: Gauge::default(),
             tcp_refused: Counter::default(),
@@ -189,7 +194,7 @@ impl Default for Metrics {
         r.register("udp_sent_bytes", "UDP bytes sent", m.udp_bytes_out.clone());
         r.register(
             "upstream_failures",
-            "Upstream attempts that failed, by upstream",
+            "Upstream attempts that failed, by upstream (\"all\": no upstream answered a query)",
             m.upstream_failures.clone(),
         );
         r.register(
@@ -207,6 +212,11 @@ impl Default for Metrics {
             "list_updates",
             "List loads and zone transfers applied",
             m.list_updates.clone(),
+        );
+        r.register(
+            "list_update_seconds",
+            "Time the last update of each list took, from the start of its transfer or read to the swap",
+            m.list_update_seconds.clone(),
         );
         r.register(
             "list_update_failures",

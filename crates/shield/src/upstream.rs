@@ -27,6 +27,8 @@ pub(crate) enum UpstreamError {
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     servers: Vec<SocketAddr>,
+    /// Failed attempts, one counter per server (same order).
+    failures: Vec<prometheus_client::metrics::counter::Counter>,
     preferred: AtomicUsize,
     timeout: Duration,
     slots: Semaphore,
@@ -45,8 +47,16 @@ fn matches(q: &Query, resp: &Message, id: u16) -> bool {
 }
 
 impl Upstreams {
-    pub(crate) fn new(servers: Vec<SocketAddr>, timeout: Duration, max_in_flight: usize) -> Self {
+    /// `failures` counts each server's failed attempts (timeouts, errors,
+    /// SERVFAIL or REFUSED answers).
+    pub(crate) fn new(
+        servers: Vec<SocketAddr>,
+        timeout: Duration,
+        max_in_flight: usize,
+        failures: impl Fn(SocketAddr) -> prometheus_client::metrics::counter::Counter,
+    ) -> Self {
         Self {
+            failures: servers.iter().map(|s| failures(*s)).collect(),
             servers,
             preferred: AtomicUsize::new(0),
             timeout,
@@ -79,6 +89,7 @@ impl Upstreams {
                         ResponseCode::ServFail | ResponseCode::Refused
                     ) =>
                 {
+                    self.failures[i].inc();
                     last_err = format!("{server}: {}", m.metadata.response_code);
                     fallback.get_or_insert((m, i));
                 }
@@ -90,6 +101,7 @@ impl Upstreams {
                     return Ok((m, i));
                 }
                 Err(e) => {
+                    self.failures[i].inc();
                     tracing::debug!(%server, "upstream attempt failed: {e}");
                     last_err = format!("{server}: {e}");
                 }

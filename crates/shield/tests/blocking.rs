@@ -142,6 +142,7 @@ path = "{rpz}"
     // rpz-passthru: forwarded (the upstream has no such zone: REFUSED or
     // SERVFAIL, but no EDE of ours).
     let d = q(&["ok.sub.rpz.test"]);
+    assert!(!d.timed_out, "passthru must be answered: {}", d.raw);
     assert!(
         !d.ede.unwrap_or_default().contains("local-rpz"),
         "{}",
@@ -160,7 +161,8 @@ path = "{rpz}"
     dig(None, s.dns, &["-b", &other, "login.phish.shield.test"]);
     assert_eq!(s.metric("tandem_shield_protected_subscribers_today"), 2.0);
 
-    // The feed file changes: the new list is in force within the refresh.
+    // The feed file changes: the new list is in force once the file has
+    // stayed unchanged for one refresh interval (two at most).
     write(
         &dir.path("feed.txt"),
         "login.phish.shield.test\n*.evil.shield.test\nwww.shield.test\n",

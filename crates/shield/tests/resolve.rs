@@ -28,6 +28,14 @@ fn resolves_caches_truncates_and_fails_over() {
     assert_eq!(d.data(), vec!["192.0.2.10"]);
     assert!(d.flags.contains("ra"), "{}", d.raw);
     assert!(d.ede.is_none());
+    // ...after the dead first upstream failed (counted), not by luck.
+    assert!(
+        s.metric(&format!(
+            "tandem_shield_upstream_failures_total{{upstream=\"{dead}\""
+        )) >= 1.0,
+        "{}",
+        s.metrics.render()
+    );
 
     // Second time from the cache, TTL counting down from 300.
     let before = s.metric("tandem_shield_answers_total{kind=\"cache\"}");
@@ -138,6 +146,11 @@ fn refuses_strangers_any_and_transfers() {
 
     // Zone transfers are refused.
     let d = dig(None, s.dns, &["-b", &sub, "shield.test", "AXFR"]);
+    assert!(
+        !d.timed_out,
+        "an AXFR must be answered (refused): {}",
+        d.raw
+    );
     assert!(!d.raw.contains("\tSOA\t"), "{}", d.raw);
 
     // The admin endpoints answer.
@@ -151,4 +164,119 @@ fn refuses_strangers_any_and_transfers() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("tandem_shield_queries_total"));
+}
+
+/// A TCP connection from `src` to the shield.
+fn tcp_from(src: &str, server: std::net::SocketAddr) -> std::net::TcpStream {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    s.bind(
+        &format!("{src}:0")
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    s.connect_timeout(&server.into(), std::time::Duration::from_secs(5))
+        .unwrap();
+    let s: std::net::TcpStream = s.into();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s
+}
+
+/// Sends one query over DNS-over-TCP framing; returns the reply's rcode and
+/// answer count, or None when the shield closed the connection instead.
+fn tcp_query(s: &mut std::net::TcpStream, name: &str, id: u16) -> Option<(String, usize)> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::io::{Read, Write};
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let q = m.to_vec().unwrap();
+    let mut out = (q.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&q);
+    s.write_all(&out).ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    let r = Message::from_vec(&buf).ok()?;
+    assert_eq!(r.metadata.id, id);
+    Some((format!("{:?}", r.metadata.response_code), r.answers.len()))
+}
+
+/// Whether the server closed `s` (EOF or reset) within its read timeout.
+fn closed_by_server(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn tcp_connections_are_bounded_and_idle_ones_closed() {
+    let net = net(6);
+    let dir = TempDir::new("tcplimit");
+    let nsd_addr = addr(&net, 53, free_port(&format!("{net}.53")));
+    let _nsd = start_nsd(
+        &dir,
+        nsd_addr,
+        &[("shield.test", SHIELD_TEST_ZONE.into())],
+        None,
+    );
+    let s = Shield::start(&config(
+        &net,
+        &[nsd_addr],
+        "[limits]\ntcp_max_connections = 3\ntcp_idle_timeout_secs = 2\n",
+    ));
+    let src = format!("{net}.10");
+    // Three connections are served, several queries each.
+    let mut held: Vec<_> = (0..3).map(|_| tcp_from(&src, s.dns)).collect();
+    for (i, c) in held.iter_mut().enumerate() {
+        for k in 0..2u16 {
+            let r = tcp_query(c, "www.shield.test", (i as u16) * 10 + k);
+            assert_eq!(r, Some(("NoError".to_string(), 1)), "connection {i}");
+        }
+    }
+    // The fourth is closed at once, without an answer, and counted.
+    let refused_before = s.metric("tandem_shield_tcp_refused_total");
+    let mut fourth = tcp_from(&src, s.dns);
+    assert_eq!(tcp_query(&mut fourth, "www.shield.test", 99), None);
+    assert_eq!(
+        s.metric("tandem_shield_tcp_refused_total"),
+        refused_before + 1.0
+    );
+    // Idle for longer than the timeout: the shield closes them all...
+    let t = std::time::Instant::now();
+    for c in &mut held {
+        assert!(closed_by_server(c), "an idle connection was kept open");
+    }
+    let idle = t.elapsed();
+    println!("idle connections closed after {idle:?}");
+    assert!(
+        idle >= std::time::Duration::from_millis(1500),
+        "closed before the idle timeout: {idle:?}"
+    );
+    // ...which frees their slots for new clients.
+    wait_until("slots freed", 5, || {
+        s.metric("tandem_shield_tcp_connections") == 0.0
+    });
+    let mut again = tcp_from(&src, s.dns);
+    assert_eq!(
+        tcp_query(&mut again, "www.shield.test", 100),
+        Some(("NoError".to_string(), 1))
+    );
 }

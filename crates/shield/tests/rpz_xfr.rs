@@ -10,15 +10,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query};
+use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
 /// Queries `names` in turn until `stop`, one at a time, each with a 1 s
-/// deadline; counts the queries and those left without an answer.
+/// deadline; counts the queries and the failures: no answer, or an answer
+/// whose response code is not one of those allowed for that name (a
+/// SERVFAIL during a swap is a failed query).
 fn load(
     server: SocketAddr,
     src: &str,
-    names: Vec<&'static str>,
+    names: Vec<(&'static str, Vec<ResponseCode>)>,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -33,14 +35,20 @@ fn load(
             let mut m = Message::query();
             m.metadata.id = i;
             m.metadata.recursion_desired = true;
-            let name = names[i as usize % names.len()];
+            let (name, allowed) = &names[i as usize % names.len()];
             m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
             sock.send_to(&m.to_vec().unwrap(), server).unwrap();
             sent.fetch_add(1, Ordering::Relaxed);
             let ok = loop {
                 match sock.recv_from(&mut buf) {
                     Ok((n, _)) => match Message::from_vec(&buf[..n]) {
-                        Ok(r) if r.metadata.id == i => break true,
+                        Ok(r) if r.metadata.id == i => {
+                            let good = allowed.contains(&r.metadata.response_code);
+                            if !good {
+                                eprintln!("{name}: {:?}", r.metadata.response_code);
+                            }
+                            break good;
+                        }
                         _ => continue,
                     },
                     Err(_) => break false,
@@ -101,10 +109,32 @@ fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    // What each name may get: before and after the update (the names no
+    // list blocks are answered from upstream, which has no such zone).
+    let unlisted = |name: &str| {
+        let d = q(name);
+        assert!(!d.timed_out, "{name}");
+        let st = d.status.clone().unwrap_or_default();
+        match st.as_str() {
+            "NOERROR" => ResponseCode::NoError,
+            "NXDOMAIN" => ResponseCode::NXDomain,
+            "REFUSED" => ResponseCode::Refused,
+            "SERVFAIL" => ResponseCode::ServFail,
+            _ => panic!("{name}: {}", d.raw),
+        }
+    };
+    let fresh = unlisted("n5000.ixfr.test");
+    let other = unlisted("other.phish.test");
     let loader = load(
         s.dns,
         &src,
-        vec!["www.shield.test", "first.phish.test", "n5000.ixfr.test"],
+        vec![
+            ("www.shield.test", vec![ResponseCode::NoError]),
+            // Blocked by NXDOMAIN, then (removed) the upstream's answer.
+            ("first.phish.test", vec![ResponseCode::NXDomain, other]),
+            // The upstream's answer, then blocked by NXDOMAIN.
+            ("n5000.ixfr.test", vec![fresh, ResponseCode::NXDomain]),
+        ],
         stop.clone(),
         sent.clone(),
         failed.clone(),
@@ -123,7 +153,10 @@ fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
         s.metric("tandem_shield_list_updates_total{list=\"rpz\"}") > updates_before
     });
     let applied = t0.elapsed();
-    println!("10,000-entry IXFR: reload to swap in {applied:?}");
+    // The shield's own time for it: from the start of the transfer (on
+    // NOTIFY) to the swap, without the primary's reload.
+    let took = s.metric("tandem_shield_list_update_seconds{list=\"rpz\"}");
+    println!("10,000-entry IXFR: primary reload to swap in {applied:?}; transfer + apply + swap {took:.3} s");
     assert_eq!(
         s.metric("tandem_shield_list_entries{list=\"rpz\"}"),
         10_001.0
@@ -151,5 +184,56 @@ fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
     println!("queries during the swaps: {n}, unanswered: {f}");
     assert!(n > 100, "the load ran: {n}");
     assert_eq!(f, 0, "queries failed during the list swaps");
+    assert!(took > 0.0 && took < 1.0, "10,000-entry IXFR took {took} s");
     assert!(applied < Duration::from_secs(5), "{applied:?}");
+}
+
+#[test]
+fn ixfr_on_the_refresh_timer_without_notify() {
+    let net = net(7);
+    let dir = TempDir::new("rpzrefresh");
+    let nsd_addr = addr(&net, 53, free_port(&format!("{net}.53")));
+    let _nsd = start_nsd(
+        &dir,
+        nsd_addr,
+        &[("shield.test", SHIELD_TEST_ZONE.into())],
+        None,
+    );
+    let knot_addr = addr(&net, 3, free_port(&format!("{net}.3")));
+    // Knot's NOTIFY goes to an address nobody serves: only the shield's own
+    // refresh timer can bring the change.
+    let nowhere = addr(&net, 99, free_port(&format!("{net}.99")));
+    let knot = Knot::start(
+        &dir,
+        knot_addr,
+        "rpz.test",
+        "first.phish.test CNAME .\n",
+        1,
+        nowhere,
+    );
+    let extra = format!(
+        "[limits]\nclient_queries_per_second = 0\nrrl_responses_per_second = 0\n\n\
+         [[lists]]\nname = \"rpz\"\nkind = \"rpz\"\nprimary = \"{knot_addr}\"\nzone = \"rpz.test\"\nrefresh_secs = 2\n"
+    );
+    let s = Shield::start(&config(&net, &[nsd_addr], &extra));
+    wait_until("AXFR", 10, || s.policy.all_loaded());
+    let src = format!("{net}.10");
+    let q = |name: &str| dig(None, s.dns, &["-b", &src, name]);
+    assert_eq!(q("first.phish.test").status.as_deref(), Some("NXDOMAIN"));
+    assert!(q("second.phish.test").ede.is_none());
+
+    knot.write_zone(2, "first.phish.test CNAME .\nsecond.phish.test CNAME .\n");
+    knot.reload();
+    let t = Instant::now();
+    wait_until("IXFR on the refresh timer", 10, || {
+        q("second.phish.test").ede.is_some()
+    });
+    println!("picked up by the 2 s refresh timer after {:?}", t.elapsed());
+    let d = q("second.phish.test");
+    assert_eq!(d.status.as_deref(), Some("NXDOMAIN"), "{}", d.raw);
+    let log = std::fs::read_to_string(knot.dir.join("knot.log")).unwrap();
+    assert!(
+        log.contains("IXFR, outgoing"),
+        "Knot served no IXFR:\n{log}"
+    );
 }
