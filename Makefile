@@ -5,9 +5,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 # Debian packages the lab, the demo and the tests use.
-DEB_PACKAGES := nftables iptables iproute2 ethtool tcpdump curl iperf3 procps bind9-dnsutils nsd unbound dnsperf knot hping3
+DEB_PACKAGES := nftables iptables iproute2 ethtool tcpdump curl iperf3 procps bind9-dnsutils nsd unbound dnsperf knot hping3 \
+	mptcpize shadowsocks-libev haproxy
 
-.PHONY: demo test deps build lint fuzz fuzz-build clean-lab bench-attack
+.PHONY: demo test deps build lint fuzz fuzz-build clean-lab bench-attack bench bench-quick
 
 # Seconds of coverage-guided fuzzing of the Convert decoder in `make test`.
 FUZZ_SECONDS ?= 60
@@ -44,12 +45,26 @@ fuzz: fuzz-build
 test: deps lint
 	$(CARGO) test --locked --workspace
 	$(MAKE) fuzz
+	$(MAKE) bench-quick
+
+# Tandem against the alternatives on the lab, both profiles (~15 min each):
+# bench/results/<date>-<profile>.{json,md,svg} and the README's table.
+# Both profiles run even when one reports a failed measurement.
+bench: build
+	./target/release/tandem bench --profile rural; r=$$?; \
+	./target/release/tandem bench --profile suburban && exit $$r
+
+# The 2-minute smoke subset of `make bench` (every contender really runs;
+# no timing is judged); results in target/bench-quick/.
+bench-quick: deps
+	$(CARGO) run --locked -q -p tandem -- bench --quick --no-readme
 
 # The HAG under attack: goodput of a subscriber with and without floods.
 bench-attack: build
 	bench/hag-attack/run.sh
 
-# Removes a lab left by an interrupted run (names: tdm, demo).
+# Removes a lab left by an interrupted run (names: tdm, demo, bench).
 clean-lab:
 	-./target/release/tandem lab down --name tdm
 	-./target/release/tandem lab down --name demo
+	-./target/release/tandem lab down --name bench

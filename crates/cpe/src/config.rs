@@ -32,6 +32,98 @@ pub enum ConfigError {
 struct RawWan {
     interface: String,
     address: IpAddr,
+    #[serde(default)]
+    down_kbit: u64,
+    #[serde(default)]
+    up_kbit: u64,
+    #[serde(default)]
+    gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBypass {
+    name: String,
+    #[serde(default)]
+    destinations: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    ports: Vec<u16>,
+    #[serde(default)]
+    dscp: Vec<u8>,
+    #[serde(default = "default_any")]
+    link: String,
+}
+
+fn default_any() -> String {
+    "any".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSteering {
+    #[serde(default = "default_mode")]
+    mode: String,
+    #[serde(default = "yes")]
+    probes: bool,
+    #[serde(default)]
+    probe_target: Option<SocketAddr>,
+    #[serde(default = "default_probe_interval")]
+    probe_interval_ms: u64,
+    #[serde(default = "default_down_after")]
+    down_after_ms: u64,
+    #[serde(default = "default_up_after")]
+    up_after_probes: u32,
+    #[serde(default = "default_overflow_on")]
+    overflow_on: f64,
+    #[serde(default = "default_overflow_off")]
+    overflow_off: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    mobile_bytes: u64,
+    #[serde(default = "default_reset_day")]
+    reset_day: u8,
+    state_file: std::path::PathBuf,
+}
+
+fn default_reset_day() -> u8 {
+    1
+}
+
+impl Default for RawSteering {
+    fn default() -> Self {
+        Self {
+            mode: default_mode(),
+            probes: true,
+            probe_target: None,
+            probe_interval_ms: default_probe_interval(),
+            down_after_ms: default_down_after(),
+            up_after_probes: default_up_after(),
+            overflow_on: default_overflow_on(),
+            overflow_off: default_overflow_off(),
+        }
+    }
+}
+
+fn default_mode() -> String {
+    "priority".into()
+}
+fn default_probe_interval() -> u64 {
+    200
+}
+fn default_down_after() -> u64 {
+    500
+}
+fn default_up_after() -> u32 {
+    2
+}
+fn default_overflow_on() -> f64 {
+    0.9
+}
+fn default_overflow_off() -> f64 {
+    0.7
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +155,14 @@ struct Raw {
     cookie: Option<String>,
     #[serde(default = "default_rcvbuf")]
     mptcp_rcvbuf_bytes: usize,
+    #[serde(default)]
+    steering: RawSteering,
+    #[serde(default)]
+    budget: Option<RawBudget>,
+    #[serde(default = "yes")]
+    nat: bool,
+    #[serde(default)]
+    bypass: Vec<RawBypass>,
 }
 
 fn default_rcvbuf() -> usize {
@@ -104,6 +204,66 @@ pub struct Wan {
     pub interface: String,
     /// The CPE's address on it.
     pub address: IpAddr,
+    /// The link's rate towards the home (the line's sync rate), kbit/s;
+    /// 0 when not configured.
+    pub down_kbit: u64,
+    /// The link's rate from the home, kbit/s; 0 when not configured.
+    pub up_kbit: u64,
+    /// Next hop of the link's default route (none: a point-to-point link,
+    /// the route goes straight out of the interface).
+    pub gateway: Option<IpAddr>,
+}
+
+/// Which link a bypassed class must use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// Whichever link is active (the fixed line unless it is down).
+    Any,
+    /// Always the fixed line (even when it is down: e.g. IPTV, VoIP).
+    Dsl,
+    /// Always the mobile link.
+    Lte,
+}
+
+/// A traffic class that does not go through the HAG: its packets are
+/// forwarded and NATed like UDP. Every selector given must match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bypass {
+    /// For logs and the ruleset.
+    pub name: String,
+    /// Destination prefixes (one address family per rule).
+    pub destinations: Vec<ipnet::IpNet>,
+    /// Destination ports, TCP or UDP.
+    pub ports: Vec<u16>,
+    /// DSCP values (0..=63).
+    pub dscp: Vec<u8>,
+    /// Which link it leaves on.
+    pub link: Pin,
+}
+
+/// The monthly mobile data budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Bytes (both directions) the mobile link may carry per period.
+    pub limit_bytes: u64,
+    /// Day of the month (1..=28) a period starts, 00:00 UTC.
+    pub reset_day: u8,
+    /// Where the count is kept across restarts.
+    pub state_path: std::path::PathBuf,
+}
+
+/// How the mobile link is used and how the links are watched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Steering {
+    /// When the mobile link carries traffic.
+    pub mode: crate::health::Mode,
+    /// Where the path probes go (the HAG's probe echo); `None`: no probes,
+    /// both links are taken as up.
+    pub probe_target: Option<SocketAddr>,
+    /// Probe timing and the up/down rules.
+    pub health: crate::health::HealthConfig,
+    /// The `priority` mode's thresholds.
+    pub overflow: crate::health::Overflow,
 }
 
 /// A validated CPE configuration.
@@ -143,6 +303,15 @@ pub struct Config {
     /// Receive buffer of each MPTCP connection to the HAG (0: kernel
     /// autotuning). See `mptcp_sock::ConnectOptions::rcvbuf`.
     pub mptcp_rcvbuf_bytes: usize,
+    /// Steering and path health.
+    pub steering: Steering,
+    /// The mobile data budget, if any.
+    pub budget: Option<Budget>,
+    /// Forward and NAT the LAN's other traffic (UDP, bypassed classes)
+    /// over the active link, with failover.
+    pub nat: bool,
+    /// Classes that bypass the HAG.
+    pub bypass: Vec<Bypass>,
 }
 
 impl Config {
@@ -212,7 +381,127 @@ impl Config {
         if raw.mptcp_rcvbuf_bytes != 0 && !(65_536..=256 << 20).contains(&raw.mptcp_rcvbuf_bytes) {
             return invalid("mptcp_rcvbuf_bytes must be 0 or between 65536 and 268435456".into());
         }
+        let st = &raw.steering;
+        let Some(mode) = crate::health::Mode::parse(&st.mode) else {
+            return invalid(format!(
+                "steering.mode {:?}: expected priority, aggregate or active-standby",
+                st.mode
+            ));
+        };
+        if mode == crate::health::Mode::Priority && (raw.dsl.down_kbit == 0 || raw.dsl.up_kbit == 0)
+        {
+            return invalid(
+                "steering.mode = \"priority\" needs the fixed line's rates (dsl.down_kbit, dsl.up_kbit: its sync rate) to know when it is full".into(),
+            );
+        }
+        if !(50..=5_000).contains(&st.probe_interval_ms)
+            || st.down_after_ms < 2 * st.probe_interval_ms
+            || st.down_after_ms > 60_000
+            || st.up_after_probes == 0
+        {
+            return invalid("steering: probe_interval_ms must be 50..=5000, down_after_ms at least two intervals (and at most 60000), up_after_probes at least 1".into());
+        }
+        if !(0.1..=1.0).contains(&st.overflow_on)
+            || !(0.05..=1.0).contains(&st.overflow_off)
+            || st.overflow_off >= st.overflow_on
+        {
+            return invalid(
+                "steering: overflow_on must be 0.1..=1.0 and overflow_off below it".into(),
+            );
+        }
+        let budget = match &raw.budget {
+            None => None,
+            Some(b) => {
+                if b.mobile_bytes == 0 || !(1..=28).contains(&b.reset_day) {
+                    return invalid("budget: mobile_bytes must be > 0 and reset_day 1..=28".into());
+                }
+                if b.state_file.file_name().is_none() {
+                    return invalid("budget.state_file must name a file".into());
+                }
+                Some(Budget {
+                    limit_bytes: b.mobile_bytes,
+                    reset_day: b.reset_day,
+                    state_path: b.state_file.clone(),
+                })
+            }
+        };
+        let mut bypass = Vec::new();
+        for b in &raw.bypass {
+            let link = match b.link.as_str() {
+                "any" => Pin::Any,
+                "dsl" => Pin::Dsl,
+                "lte" => Pin::Lte,
+                other => {
+                    return invalid(format!(
+                        "bypass {:?}: link {other:?}: expected any, dsl or lte",
+                        b.name
+                    ))
+                }
+            };
+            if b.name.is_empty()
+                || b.name.len() > 32
+                || !b
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
+                return invalid(format!(
+                    "bypass name {:?}: 1 to 32 letters, digits, - or _",
+                    b.name
+                ));
+            }
+            if b.destinations.is_empty() && b.ports.is_empty() && b.dscp.is_empty() {
+                return invalid(format!(
+                    "bypass {:?}: give destinations, ports or dscp",
+                    b.name
+                ));
+            }
+            let v4 = b.destinations.iter().filter(|n| n.addr().is_ipv4()).count();
+            if v4 != 0 && v4 != b.destinations.len() {
+                return invalid(format!(
+                    "bypass {:?}: destinations mix IPv4 and IPv6; use one rule per family",
+                    b.name
+                ));
+            }
+            if b.ports.contains(&0) || b.dscp.iter().any(|d| *d > 63) {
+                return invalid(format!(
+                    "bypass {:?}: ports must be non-zero, dscp 0..=63",
+                    b.name
+                ));
+            }
+            if !raw.nat {
+                return invalid(
+                    "bypass rules need nat = true (bypassed traffic is forwarded and NATed)".into(),
+                );
+            }
+            bypass.push(Bypass {
+                name: b.name.clone(),
+                destinations: b.destinations.clone(),
+                ports: b.ports.clone(),
+                dscp: b.dscp.clone(),
+                link,
+            });
+        }
+        let steering = Steering {
+            mode,
+            probe_target: st.probes.then(|| st.probe_target.unwrap_or(raw.hag)),
+            health: crate::health::HealthConfig {
+                interval: Duration::from_millis(st.probe_interval_ms),
+                down_after: Duration::from_millis(st.down_after_ms),
+                up_after: st.up_after_probes,
+            },
+            overflow: crate::health::Overflow {
+                on: st.overflow_on,
+                off: st.overflow_off,
+                on_samples: 2,
+                off_samples: 5,
+            },
+        };
         Ok(Self {
+            steering,
+            budget,
+            nat: raw.nat,
+            bypass,
             cookie,
             mptcp_rcvbuf_bytes: raw.mptcp_rcvbuf_bytes,
             lan_interface: raw.lan_interface,
@@ -222,10 +511,16 @@ impl Config {
             dsl: Wan {
                 interface: raw.dsl.interface,
                 address: raw.dsl.address,
+                down_kbit: raw.dsl.down_kbit,
+                up_kbit: raw.dsl.up_kbit,
+                gateway: raw.dsl.gateway,
             },
             lte: Wan {
                 interface: raw.lte.interface,
                 address: raw.lte.address,
+                down_kbit: raw.lte.down_kbit,
+                up_kbit: raw.lte.up_kbit,
+                gateway: raw.lte.gateway,
             },
             congestion_control: raw.congestion_control,
             first_data_wait: Duration::from_millis(raw.first_data_wait_ms),
@@ -269,6 +564,8 @@ hag = "10.66.0.1:5124"
 [dsl]
 interface = "dsl0"
 address = "10.64.1.2"
+down_kbit = 8000
+up_kbit = 1000
 [lte]
 interface = "lte0"
 address = "10.64.2.2"
@@ -288,6 +585,33 @@ address = "10.64.2.2"
             Config::from_toml(&bad),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn steering_defaults_and_checks() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.steering.mode, crate::health::Mode::Priority);
+        assert_eq!(c.steering.probe_target, Some(c.hag));
+        // Priority needs the fixed line's rates.
+        let no_rates = GOOD.replace("down_kbit = 8000\n", "");
+        let e = Config::from_toml(&no_rates).unwrap_err().to_string();
+        assert!(e.contains("dsl.down_kbit"), "{e}");
+        let agg = format!("{no_rates}[steering]\nmode = \"aggregate\"\nprobes = false\n");
+        let c = Config::from_toml(&agg).unwrap();
+        assert_eq!(c.steering.mode, crate::health::Mode::Aggregate);
+        assert_eq!(c.steering.probe_target, None);
+        for bad in [
+            "mode = \"bonding\"",
+            "down_after_ms = 100",
+            "overflow_off = 0.95",
+            "up_after_probes = 0",
+        ] {
+            let t = format!("{GOOD}[steering]\n{bad}\n");
+            assert!(
+                matches!(Config::from_toml(&t), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

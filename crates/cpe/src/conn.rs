@@ -13,6 +13,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::paths::PathState;
 
 /// Resets the LAN connection: the device sees the failure as a reset.
 fn reset(lan: TcpStream) {
@@ -38,14 +39,14 @@ async fn write_first(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Serves one intercepted connection.
-pub(crate) async fn serve(c: Arc<Config>, m: Arc<Metrics>, lan: TcpStream) {
+pub(crate) async fn serve(c: Arc<Config>, m: Arc<Metrics>, p: Arc<PathState>, lan: TcpStream) {
     m.intercepted.inc();
     m.active.inc();
-    serve_inner(&c, &m, lan).await;
+    serve_inner(&c, &m, &p, lan).await;
     m.active.dec();
 }
 
-async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
+async fn serve_inner(c: &Config, m: &Metrics, p: &PathState, mut lan: TcpStream) {
     // With TPROXY the accepted socket's local address is the original
     // destination.
     let dest: SocketAddr = match lan.local_addr() {
@@ -83,7 +84,9 @@ async fn serve_inner(c: &Config, m: &Metrics, mut lan: TcpStream) {
         mptcp: true,
         fastopen: true,
         fastopen_no_cookie: true,
-        bind: Some(SocketAddr::new(c.dsl.address, 0)),
+        // The first subflow leaves on the fixed line, or on the mobile link
+        // while the fixed line is down; the path manager adds the other.
+        bind: Some(SocketAddr::new(p.bind_address(c), 0)),
         congestion: Some(c.congestion_control.clone()),
         mark: None,
         rcvbuf: (c.mptcp_rcvbuf_bytes > 0).then_some(c.mptcp_rcvbuf_bytes),

@@ -56,8 +56,93 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), DivertError>
     }
 }
 
+/// Conntrack and packet marks of the forwarded (not diverted) traffic: the
+/// link a flow left on, in bits 24..27 (1: fixed, 2: mobile), and bit 28 for
+/// UDP flows (the ones moved at once when links change, see [`crate::wan`]).
+pub const LINK_MASK: u32 = 0x0f00_0000;
+/// Set on the conntrack mark of forwarded UDP flows.
+pub const UDP_BIT: u32 = 0x1000_0000;
+
+/// The mark of link `i` (0: fixed, 1: mobile).
+pub fn link_mark(i: usize) -> u32 {
+    ((i as u32) + 1) << 24
+}
+
+fn set_of<T: std::fmt::Display>(v: &[T]) -> String {
+    let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    format!("{{ {} }}", items.join(", "))
+}
+
+/// One bypass rule's nftables line: not diverted, pinned to a link if asked.
+fn bypass_rule(b: &crate::config::Bypass, lan: &str) -> String {
+    use crate::config::Pin;
+    let mut m = format!("iifname \"{lan}\"");
+    if let Some(first) = b.destinations.first() {
+        let fam = if first.addr().is_ipv4() { "ip" } else { "ip6" };
+        m += &format!(" {fam} daddr {}", set_of(&b.destinations));
+    }
+    if !b.ports.is_empty() {
+        m += &format!(" th dport {}", set_of(&b.ports));
+    }
+    if !b.dscp.is_empty() {
+        // Both families when no destination says which.
+        let fam = match b.destinations.first() {
+            Some(n) if n.addr().is_ipv6() => "ip6",
+            _ => "ip",
+        };
+        m += &format!(" {fam} dscp {}", set_of(&b.dscp));
+    }
+    let pin = match b.link {
+        Pin::Any => String::new(),
+        Pin::Dsl => format!(" meta mark set {:#x}", link_mark(0)),
+        Pin::Lte => format!(" meta mark set {:#x}", link_mark(1)),
+    };
+    format!(
+        "\t\t{m}{pin} counter accept comment \"bypass {}\"\n",
+        b.name
+    )
+}
+
 /// The nftables ruleset (one transaction): drop any stale table, add ours.
+///
+/// - `divert` (prerouting): the LAN's TCP goes to the CPE (TPROXY), except
+///   the bypass classes; forwarded flows get their link's mark back from
+///   their conntrack entry, so a flow stays on the link it started on.
+/// - `flows` (postrouting): a new forwarded flow records the link it left on.
+/// - `nat` (postrouting): forwarded traffic leaves with the link's address.
 pub fn ruleset(c: &Config) -> String {
+    let lan = &c.lan_interface;
+    let mut divert = String::new();
+    let mut extra = String::new();
+    if c.nat {
+        divert += &format!(
+            "\t\tiifname \"{lan}\" ct mark and {LINK_MASK:#x} != 0 meta mark set ct mark and {LINK_MASK:#x}\n"
+        );
+        for b in &c.bypass {
+            divert += &bypass_rule(b, lan);
+        }
+        let mut flows = String::new();
+        for (i, dev) in [&c.dsl.interface, &c.lte.interface].into_iter().enumerate() {
+            let m = link_mark(i);
+            // The UDP rule last: it refines the mark the first one set.
+            flows += &format!(
+                "\t\tiifname \"{lan}\" oifname \"{dev}\" ct state new ct mark set {m:#x}\n\
+                 \t\tiifname \"{lan}\" oifname \"{dev}\" ct state new meta l4proto udp ct mark set {:#x}\n",
+                m | UDP_BIT
+            );
+        }
+        extra = format!(
+            "\tchain flows {{\n\
+             \t\ttype filter hook postrouting priority mangle; policy accept;\n\
+             {flows}\
+             \t}}\n\
+             \tchain nat {{\n\
+             \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             \t\tiifname \"{lan}\" oifname {{ \"{}\", \"{}\" }} masquerade\n\
+             \t}}\n",
+            c.dsl.interface, c.lte.interface
+        );
+    }
     format!(
         "table inet {TABLE}\n\
          delete table inet {TABLE}\n\
@@ -65,11 +150,12 @@ pub fn ruleset(c: &Config) -> String {
          \tchain divert {{\n\
          \t\ttype filter hook prerouting priority mangle; policy accept;\n\
          \t\tiifname \"{lan}\" fib daddr type local accept\n\
+         {divert}\
          \t\tiifname \"{lan}\" meta l4proto tcp meta nfproto ipv4 tproxy ip to :{port} meta mark set {mark:#x} accept\n\
          \t\tiifname \"{lan}\" meta l4proto tcp meta nfproto ipv6 tproxy ip6 to :{port} meta mark set {mark:#x} accept\n\
          \t}}\n\
+         {extra}\
          }}\n",
-        lan = c.lan_interface,
         port = c.intercept_port,
         mark = c.fwmark,
     )
@@ -174,6 +260,12 @@ impl Divert {
         Ok(d)
     }
 
+    /// Replaces the nftables table with `c`'s (one atomic transaction:
+    /// running diverted connections are sockets and are not affected).
+    pub fn update(&self, c: &Config) -> Result<(), DivertError> {
+        run("nft", &["-f", "-"], Some(&ruleset(c)))
+    }
+
     async fn remove_routes(&mut self) {
         for v4 in [true, false] {
             let _ = policy_route(v4, self.mark, self.table, false).await;
@@ -240,7 +332,7 @@ mod tests {
     #[test]
     fn ruleset_replaces_stale_table_and_diverts_only_lan_tcp() {
         let c = Config::from_toml(
-            "lan_interface = \"lan0\"\nhag = \"10.66.0.1:5124\"\n[dsl]\ninterface = \"dsl0\"\naddress = \"10.64.1.2\"\n[lte]\ninterface = \"lte0\"\naddress = \"10.64.2.2\"\n",
+            "lan_interface = \"lan0\"\nhag = \"10.66.0.1:5124\"\n[steering]\nmode = \"aggregate\"\n[dsl]\ninterface = \"dsl0\"\naddress = \"10.64.1.2\"\n[lte]\ninterface = \"lte0\"\naddress = \"10.64.2.2\"\n",
         )
         .unwrap();
         let r = ruleset(&c);
@@ -251,5 +343,37 @@ mod tests {
             r.contains("iifname \"lan0\" meta l4proto tcp meta nfproto ipv4 tproxy ip to :15124")
         );
         assert!(r.contains("fib daddr type local accept"));
+        assert!(r.contains("masquerade"));
+    }
+
+    #[test]
+    fn bypass_rules_come_before_the_diversion() {
+        let c = Config::from_toml(
+            "lan_interface = \"lan0\"\nhag = \"10.66.0.1:5124\"\n[steering]\nmode = \"aggregate\"\n[dsl]\ninterface = \"dsl0\"\naddress = \"10.64.1.2\"\n[lte]\ninterface = \"lte0\"\naddress = \"10.64.2.2\"\n\
+             [[bypass]]\nname = \"iptv\"\ndestinations = [\"198.51.100.0/24\"]\nlink = \"dsl\"\n\
+             [[bypass]]\nname = \"voip\"\nports = [5060]\ndscp = [46]\n",
+        )
+        .unwrap();
+        let r = ruleset(&c);
+        let iptv = r
+            .find("iifname \"lan0\" ip daddr { 198.51.100.0/24 } meta mark set 0x1000000 counter accept comment \"bypass iptv\"")
+            .expect(&r);
+        let voip = r
+            .find("iifname \"lan0\" th dport { 5060 } ip dscp { 46 } counter accept comment \"bypass voip\"")
+            .expect(&r);
+        let tproxy = r.find("tproxy ip to").unwrap();
+        assert!(iptv < tproxy && voip < tproxy);
+        let udp = r
+            .find("oifname \"dsl0\" ct state new meta l4proto udp ct mark set 0x11000000")
+            .unwrap();
+        let any = r
+            .find("oifname \"dsl0\" ct state new ct mark set 0x1000000")
+            .unwrap();
+        assert!(any < udp, "the UDP mark must not be overwritten");
+        let no_nat = Config::from_toml(
+            "lan_interface = \"lan0\"\nhag = \"10.66.0.1:5124\"\nnat = false\n[steering]\nmode = \"aggregate\"\n[dsl]\ninterface = \"dsl0\"\naddress = \"10.64.1.2\"\n[lte]\ninterface = \"lte0\"\naddress = \"10.64.2.2\"\n",
+        )
+        .unwrap();
+        assert!(!ruleset(&no_nat).contains("masquerade"));
     }
 }

@@ -10,17 +10,30 @@
 //! `subflow` endpoint this agent installs over netlink. An Error TLV from the
 //! HAG resets the LAN connection, so the device sees the failure.
 //!
-//! What it does not do (yet): steering policy, failover management, data
-//! budget (the steering issue).
+//! The path manager ([`paths`]) probes both links, fails over (and back)
+//! by managing the kernel's MPTCP endpoints, steers the mobile link
+//! (`priority`, `aggregate`, `active-standby`) with the kernel's backup
+//! priority, and keeps the monthly mobile budget ([`budget`]).
+//!
+//! The LAN's other traffic (UDP, bypass classes) is forwarded and NATed
+//! over the active link, and moved when it fails ([`wan`]).
+//!
+//! What it does not do: bond UDP (it leaves over one link at a time).
 //!
 //! Modules: [`config`], [`divert`] (nftables + policy route), [`metrics`],
-//! `conn` (one intercepted connection's life).
+//! [`health`] (link health and steering rules, sans-IO), [`paths`] (the
+//! path manager), [`budget`] (the mobile data budget), `conn` (one
+//! intercepted connection's life).
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod config;
 mod conn;
 pub mod divert;
+pub mod health;
 pub mod metrics;
+pub mod paths;
+pub mod wan;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +52,9 @@ pub enum Error {
     /// The nftables table or routes could not be installed.
     #[error("installing the interception: {0}")]
     Divert(#[from] divert::DivertError),
+    /// The forwarding of the LAN's other traffic could not be set up.
+    #[error("setting up forwarding (UDP, bypass): {0}")]
+    Wan(#[from] wan::WanError),
     /// MPTCP endpoints could not be configured.
     #[error("configuring MPTCP endpoints over netlink: {0}")]
     PathManager(#[from] mptcp_sock::pm::PmError),
@@ -47,37 +63,16 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-/// Sets the MPTCP limits and the mobile link's `subflow` endpoint.
-async fn configure_mptcp(c: &Config) -> Result<(), mptcp_sock::pm::PmError> {
-    use mptcp_sock::pm::{Endpoint, EndpointFlags, Limits, PathManager};
-    let mut pm = PathManager::connect().await?;
-    pm.set_limits(Limits {
-        subflows: 2,
-        add_addr_accepted: 2,
-    })
-    .await?;
-    let id = pm
-        .ensure_endpoint(&Endpoint {
-            id: 0,
-            addr: c.lte.address,
-            port: None,
-            ifindex: None,
-            flags: EndpointFlags {
-                subflow: true,
-                ..EndpointFlags::default()
-            },
-        })
-        .await?;
-    info!(endpoint = id, lte = %c.lte.address, "MPTCP subflow endpoint on the mobile link");
-    Ok(())
-}
-
 /// Runs the CPE until `shutdown` resolves; removes the interception on the
-/// way out (also when start-up fails half-way).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    if config.manage_mptcp_endpoints {
-        configure_mptcp(&config).await?;
-    }
+/// way out (also when start-up fails half-way). Each configuration received
+/// on `reload` (SIGHUP) applies to new connections and to the path manager
+/// (steering, budget) at once; running connections are untouched. Changes
+/// to the interception itself (interfaces, ports, marks) need a restart.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reload: tokio::sync::mpsc::Receiver<Config>,
+) -> Result<(), Error> {
     let listen_addr = std::net::SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 0], config.intercept_port));
     let opts = mptcp_sock::ListenOptions {
         mptcp: false,
@@ -89,21 +84,73 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
     let admin = tokio::net::TcpListener::bind(config.admin_listen).await?;
     let divert = divert::Divert::install(&config).await?;
+    let forwarding = if config.nat {
+        if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "0") {
+            warn!("net.ipv4.ip_forward is 0: the LAN's UDP and bypassed traffic will not be forwarded");
+        }
+        match wan::Forwarding::install(&config).await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                divert.remove().await;
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     info!(
         lan = %config.lan_interface,
         hag = %config.hag,
         dsl = %config.dsl.address,
         lte = %config.lte.address,
+        mode = config.steering.mode.name(),
         "CPE ready: diverting LAN TCP"
     );
     let metrics = Arc::new(Metrics::default());
     let m = metrics.clone();
-    let admin_task = tokio::spawn(relay::admin::serve(admin, Arc::new(move || m.render())));
+    let admin_task = tokio::spawn(relay::admin::serve(
+        admin,
+        Arc::new(move || m.render()),
+        Arc::new(|| true),
+    ));
     let config = Arc::new(config);
+    let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let paths_state = Arc::new(paths::PathState::default());
+    let paths_task = tokio::spawn(paths::run(
+        config.clone(),
+        config_rx.clone(),
+        paths_state.clone(),
+        metrics.clone(),
+        forwarding,
+        stop_rx,
+    ));
     tokio::pin!(shutdown);
     loop {
         let (lan, peer) = tokio::select! {
             _ = &mut shutdown => break,
+            Some(new) = reload.recv() => {
+                let old = config_rx.borrow().clone();
+                if new.lan_interface != old.lan_interface
+                    || new.intercept_port != old.intercept_port
+                    || new.fwmark != old.fwmark
+                    || new.route_table != old.route_table
+                    || new.nat != old.nat
+                    || new.dsl.interface != old.dsl.interface
+                    || new.lte.interface != old.lte.interface
+                    || new.admin_listen != old.admin_listen
+                {
+                    warn!("interface, port, mark, table, nat and admin changes need a restart; the rest is applied");
+                } else if divert::ruleset(&new) != divert::ruleset(&old) {
+                    match divert.update(&new) {
+                        Ok(()) => info!(bypass = new.bypass.len(), "interception rules updated"),
+                        Err(e) => warn!("updating the interception rules: {e}; keeping the old ones"),
+                    }
+                }
+                let _ = config_tx.send(Arc::new(new));
+                info!("configuration reloaded");
+                continue;
+            }
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -113,12 +160,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
             },
         };
-        let c = config.clone();
+        let c = config_rx.borrow().clone();
         let m = metrics.clone();
+        let p = paths_state.clone();
         let span = tracing::info_span!("conn", %peer);
-        tokio::spawn(async move { conn::serve(c, m, lan).await }.instrument(span));
+        tokio::spawn(async move { conn::serve(c, m, p, lan).await }.instrument(span));
     }
     info!("stopping: removing the interception");
+    let _ = stop_tx.send(true);
+    if let Ok(Some(f)) = paths_task.await {
+        f.remove().await;
+    }
     divert.remove().await;
     admin_task.abort();
     Ok(())

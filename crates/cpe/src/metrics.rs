@@ -15,6 +15,25 @@ pub struct LinkLabel {
     pub direction: String,
 }
 
+/// Label: a link.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Link {
+    /// "dsl" or "lte".
+    pub link: String,
+}
+
+/// Label: a link and the state it entered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabel {
+    /// "dsl" or "lte".
+    pub link: String,
+    /// "up" or "down".
+    pub to: String,
+}
+
+/// A gauge holding a float.
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// Label: an RFC 8803 error or a local failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -45,6 +64,30 @@ pub struct Metrics {
     pub multipath_connections: Counter,
     /// Connections whose Convert message went in the SYN (Fast Open).
     pub syn_data: Counter,
+    /// 1 while a link answers its probes.
+    pub link_up: Family<Link, Gauge>,
+    /// Smoothed probe round-trip time per link.
+    pub link_rtt_seconds: Family<Link, FloatGauge>,
+    /// Probe round-trip time mean deviation per link.
+    pub link_jitter_seconds: Family<Link, FloatGauge>,
+    /// Share of the last 50 probes that got no reply, per link.
+    pub link_loss_ratio: Family<Link, FloatGauge>,
+    /// Link state changes.
+    pub link_transitions: Family<TransitionLabel, Counter>,
+    /// Bytes through each WAN interface (all traffic, kernel interface
+    /// counters), "down" received, "up" sent.
+    pub wan_bytes: Family<LinkLabel, Counter>,
+    /// 1 while the mobile link is standby (backup priority).
+    pub mobile_standby: Gauge,
+    /// 1 while the fixed line is full and the mobile link takes the
+    /// overflow (`priority` mode).
+    pub overflow: Gauge,
+    /// The mobile budget per period, bytes.
+    pub budget_limit_bytes: Gauge,
+    /// Mobile bytes used this period.
+    pub budget_used_bytes: Gauge,
+    /// 1 once the budget is spent (or its count could not be read).
+    pub budget_exhausted: Gauge,
 }
 
 impl Default for Metrics {
@@ -61,6 +104,17 @@ impl Default for Metrics {
             link_bytes: Family::default(),
             multipath_connections: Counter::default(),
             syn_data: Counter::default(),
+            link_up: Family::default(),
+            link_rtt_seconds: Family::default(),
+            link_jitter_seconds: Family::default(),
+            link_loss_ratio: Family::default(),
+            link_transitions: Family::default(),
+            wan_bytes: Family::default(),
+            mobile_standby: Gauge::default(),
+            overflow: Gauge::default(),
+            budget_limit_bytes: Gauge::default(),
+            budget_used_bytes: Gauge::default(),
+            budget_exhausted: Gauge::default(),
         };
         registry.register(
             "intercepted",
@@ -107,6 +161,61 @@ impl Default for Metrics {
             "Connections whose Convert message rode in the SYN",
             m.syn_data.clone(),
         );
+        registry.register(
+            "link_up",
+            "1 while the link answers its probes",
+            m.link_up.clone(),
+        );
+        registry.register(
+            "link_rtt_seconds",
+            "Smoothed probe round-trip time",
+            m.link_rtt_seconds.clone(),
+        );
+        registry.register(
+            "link_jitter_seconds",
+            "Probe round-trip time mean deviation",
+            m.link_jitter_seconds.clone(),
+        );
+        registry.register(
+            "link_loss_ratio",
+            "Share of the last 50 probes without a reply",
+            m.link_loss_ratio.clone(),
+        );
+        registry.register(
+            "link_transitions",
+            "Link state changes",
+            m.link_transitions.clone(),
+        );
+        registry.register(
+            "wan_bytes",
+            "Bytes through each WAN interface (interface counters)",
+            m.wan_bytes.clone(),
+        );
+        registry.register(
+            "mobile_standby",
+            "1 while the mobile link is standby (backup priority)",
+            m.mobile_standby.clone(),
+        );
+        registry.register(
+            "overflow",
+            "1 while the fixed line is full and the mobile link takes the overflow",
+            m.overflow.clone(),
+        );
+        registry.register(
+            "budget_limit_bytes",
+            "Mobile data budget per period",
+            m.budget_limit_bytes.clone(),
+        );
+        registry.register(
+            "budget_used_bytes",
+            "Mobile bytes used this period",
+            m.budget_used_bytes.clone(),
+        );
+        registry.register(
+            "budget_exhausted",
+            "1 once the mobile budget is spent",
+            m.budget_exhausted.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -127,6 +236,59 @@ impl Metrics {
                 direction: direction.to_string(),
             })
             .inc_by(n);
+    }
+
+    fn link(l: &str) -> Link {
+        Link {
+            link: l.to_string(),
+        }
+    }
+
+    /// Sets a link's up/down gauge.
+    pub fn set_link_up(&self, link: &str, up: bool) {
+        self.link_up
+            .get_or_create(&Self::link(link))
+            .set(i64::from(up));
+    }
+
+    /// Sets a link's probe figures.
+    pub fn set_link_health(&self, link: &str, rtt: Option<f64>, jitter: f64, loss: f64) {
+        let l = Self::link(link);
+        if let Some(r) = rtt {
+            self.link_rtt_seconds.get_or_create(&l).set(r);
+        }
+        self.link_jitter_seconds.get_or_create(&l).set(jitter);
+        self.link_loss_ratio.get_or_create(&l).set(loss);
+    }
+
+    /// Counts a state change.
+    pub fn count_transition(&self, link: &str, to: &str) {
+        self.link_transitions
+            .get_or_create(&TransitionLabel {
+                link: link.to_string(),
+                to: to.to_string(),
+            })
+            .inc();
+    }
+
+    /// Adds interface bytes (received, sent).
+    pub fn add_wan_bytes(&self, link: &str, rx: u64, tx: u64) {
+        for (direction, n) in [("down", rx), ("up", tx)] {
+            self.wan_bytes
+                .get_or_create(&LinkLabel {
+                    link: link.to_string(),
+                    direction: direction.to_string(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Sets the budget gauges.
+    pub fn set_budget(&self, limit: u64, used: u64, exhausted: bool) {
+        self.budget_limit_bytes
+            .set(limit.min(i64::MAX as u64) as i64);
+        self.budget_used_bytes.set(used.min(i64::MAX as u64) as i64);
+        self.budget_exhausted.set(i64::from(exhausted));
     }
 
     /// Counts a reason in a family.

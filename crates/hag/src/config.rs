@@ -64,8 +64,14 @@ struct Raw {
     listen: SocketAddr,
     #[serde(default)]
     service_addresses: Vec<IpAddr>,
+    #[serde(default = "yes")]
+    probe: bool,
+    #[serde(default)]
+    probe_listen: Option<SocketAddr>,
     #[serde(default)]
     registry: Option<std::path::PathBuf>,
+    #[serde(default)]
+    usage_db: Option<std::path::PathBuf>,
     #[serde(default)]
     allow_destinations: Vec<IpNet>,
     #[serde(default = "default_deny")]
@@ -227,6 +233,12 @@ pub struct Config {
     pub service_addresses: Vec<IpAddr>,
     /// The subscriber registry (SQLite); required with cookies.
     pub registry: Option<std::path::PathBuf>,
+    /// Where per-subscriber, per-link usage is kept across restarts (the
+    /// billing count); defaults to beside the registry.
+    pub usage_db: Option<std::path::PathBuf>,
+    /// UDP address of the path-probe echo service the CPEs measure their
+    /// links with (`None`: off). Defaults to the `listen` address and port.
+    pub probe_listen: Option<SocketAddr>,
     /// Destinations allowed even though a deny rule covers them.
     pub allow_destinations: Vec<IpNet>,
     /// Link names by the prefixes of the CPE addresses on them (per-link
@@ -321,11 +333,16 @@ impl Config {
         }
         Ok(Self {
             listen: raw.listen,
+            probe_listen: raw.probe.then(|| raw.probe_listen.unwrap_or(raw.listen)),
             admin_listen: raw.admin_listen,
             subscriber_prefixes: raw.subscriber_prefixes,
             local_addresses: raw.local_addresses,
             deny_destinations: deny,
             service_addresses,
+            usage_db: raw
+                .usage_db
+                .clone()
+                .or_else(|| raw.registry.as_deref().map(crate::usage::default_path)),
             registry: raw.registry,
             allow_destinations: raw.allow_destinations,
             links: raw.links.into_iter().collect(),

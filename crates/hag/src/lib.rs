@@ -24,8 +24,10 @@ pub mod config;
 pub mod cookie;
 pub mod limits;
 pub mod metrics;
+mod probe;
 pub mod registry;
 mod server;
+pub mod usage;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -54,6 +56,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The path-probe echo port could not be opened.
+    #[error("opening the path-probe echo on udp {addr}: {source}")]
+    Probe {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The usage database could not be opened.
+    #[error(transparent)]
+    Usage(#[from] usage::UsageError),
     /// The subscriber registry could not be opened.
     #[error("{0}")]
     Registry(#[from] registry::RegistryError),
@@ -100,40 +114,45 @@ fn enable_fastopen_sysctl() -> std::io::Result<()> {
 
 /// Keeps the in-memory subscriber snapshot in step with the registry file:
 /// re-reads it when another process commits (polled every second) and when
-/// poked (SIGHUP). Runs on its own thread (SQLite is blocking).
+/// poked (SIGHUP); a poke is answered once the snapshot it asked for is in
+/// place, so "configuration reloaded" means the registry was re-read too.
+/// Runs on its own thread (SQLite is blocking).
 fn watch_registry(
     path: std::path::PathBuf,
     target: Arc<std::sync::RwLock<Arc<registry::Snapshot>>>,
-    poke: std::sync::mpsc::Receiver<()>,
+    poke: std::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<std::thread::JoinHandle<()>, registry::RegistryError> {
     let reg = registry::Registry::open(&path)?;
+    // The version is read before the snapshot: a commit landing between the
+    // two is then seen as a change on the first poll, not missed.
+    let mut seen = reg.data_version().unwrap_or(-1);
     let first = reg.snapshot()?;
     info!(subscribers = first.by_id.len(), registry = %path.display(), "subscriber registry loaded");
     *target
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(first);
-    Ok(std::thread::spawn(move || {
-        let mut seen = reg.data_version().unwrap_or(-1);
-        loop {
-            let poked = match poke.recv_timeout(std::time::Duration::from_secs(1)) {
-                Ok(()) => true,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => false,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            let now = reg.data_version().unwrap_or(seen);
-            if now == seen && !poked {
-                continue;
+    Ok(std::thread::spawn(move || loop {
+        let ack = match poke.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(ack) => Some(ack),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let now = reg.data_version().unwrap_or(seen);
+        if now == seen && ack.is_none() {
+            continue;
+        }
+        seen = now;
+        match reg.snapshot() {
+            Ok(s) => {
+                info!(subscribers = s.by_id.len(), "subscriber registry reloaded");
+                *target
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(s);
             }
-            seen = now;
-            match reg.snapshot() {
-                Ok(s) => {
-                    info!(subscribers = s.by_id.len(), "subscriber registry reloaded");
-                    *target
-                        .write()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(s);
-                }
-                Err(e) => warn!("reloading the subscriber registry: {e}; keeping the previous one"),
-            }
+            Err(e) => warn!("reloading the subscriber registry: {e}; keeping the previous one"),
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(());
         }
     }))
 }
@@ -169,6 +188,14 @@ pub async fn run(
             addr: config.admin_listen,
             source,
         })?;
+    let probe_sock = match config.probe_listen {
+        Some(addr) => Some(
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .map_err(|source| Error::Probe { addr, source })?,
+        ),
+        None => None,
+    };
     let subscribers = Arc::new(std::sync::RwLock::new(Arc::new(
         registry::Snapshot::default(),
     )));
@@ -188,6 +215,14 @@ pub async fn run(
         "HAG ready"
     );
     let metrics = Arc::new(Metrics::default());
+    let (usage, usage_thread) = match &config.usage_db {
+        Some(p) => {
+            let (w, t) = usage::Writer::start(p)?;
+            info!(usage = %p.display(), "per-subscriber usage kept");
+            (Some(w), Some(t))
+        }
+        None => (None, None),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let max = config.max_connections;
     let drain = config.drain_timeout;
@@ -199,10 +234,20 @@ pub async fn run(
         metrics: metrics.clone(),
         local,
         stop: stop_rx,
+        usage,
     });
     let m = metrics.clone();
-    let admin_task = tokio::spawn(relay::admin::serve(admin, Arc::new(move || m.render())));
+    // Not ready once it stops accepting (draining).
+    let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let acc = accepting.clone();
+    let admin_task = tokio::spawn(relay::admin::serve(
+        admin,
+        Arc::new(move || m.render()),
+        Arc::new(move || acc.load(std::sync::atomic::Ordering::Relaxed)),
+    ));
+    let probe_task = probe_sock.map(|sock| tokio::spawn(probe::serve(sock, state.clone())));
     let st = state.clone();
+    let has_registry = watcher.is_some();
     let reload_task = tokio::spawn(async move {
         while let Some(new) = reload.recv().await {
             let old = st.config();
@@ -218,11 +263,24 @@ pub async fn run(
             *st.config
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
-            let _ = poke_tx.send(());
+            if has_registry {
+                let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+                if poke_tx.send(ack_tx).is_ok() {
+                    // Bounded: a registry stuck on a lock must not hold up
+                    // the configuration, which is already applied.
+                    if tokio::time::timeout(std::time::Duration::from_secs(5), ack_rx)
+                        .await
+                        .is_err()
+                    {
+                        warn!("the subscriber registry did not reload within 5 s");
+                    }
+                }
+            }
             info!("configuration reloaded");
         }
     });
     server::accept_loop(state.clone(), listener, shutdown).await;
+    accepting.store(false, std::sync::atomic::Ordering::Relaxed);
     info!(active = metrics.active.get(), "stopped accepting; draining");
     let drained = tokio::time::timeout(drain, state.slots.acquire_many(max as u32)).await;
     if drained.is_err() {
@@ -239,6 +297,14 @@ pub async fn run(
     }
     reload_task.abort();
     admin_task.abort();
+    if let Some(t) = probe_task {
+        t.abort();
+    }
     drop(watcher); // the thread ends when its channel closes
+                   // The finished connections' usage is committed before the HAG exits.
+    if let Some(u) = state.usage.clone() {
+        let _ = tokio::task::spawn_blocking(move || u.flush()).await;
+    }
+    drop(usage_thread);
     Ok(())
 }

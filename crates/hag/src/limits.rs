@@ -18,7 +18,8 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    fn new(burst: f64) -> Self {
+    /// A full bucket.
+    pub fn new(burst: f64) -> Self {
         Self {
             tokens: burst,
             last: Instant::now(),

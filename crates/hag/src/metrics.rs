@@ -55,6 +55,21 @@ pub struct Metrics {
     pub handshake_seconds: Histogram,
     /// Connections whose first bytes came in the SYN (TCP Fast Open).
     pub syn_data: Counter,
+    /// Path probes received, by outcome.
+    pub probes: Family<ReasonLabel, Counter>,
+    /// Bytes (both directions) per subscriber and access link.
+    pub subscriber_link_bytes: Family<SubscriberLinkLabel, Counter>,
+    /// Usage records not saved because the writer's queue was full.
+    pub usage_dropped: Counter,
+}
+
+/// Label: a subscriber and an access link.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriberLinkLabel {
+    /// Subscriber name.
+    pub subscriber: String,
+    /// Link name.
+    pub link: String,
 }
 
 impl Default for Metrics {
@@ -70,6 +85,9 @@ impl Default for Metrics {
             link_bytes: Family::default(),
             handshake_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             syn_data: Counter::default(),
+            probes: Family::default(),
+            subscriber_link_bytes: Family::default(),
+            usage_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -117,6 +135,21 @@ impl Default for Metrics {
             "Connections whose Convert message arrived in the SYN (TCP Fast Open)",
             m.syn_data.clone(),
         );
+        registry.register(
+            "probes",
+            "Path probes from CPEs, by outcome (answered, malformed, outside_access_networks, rate_limited)",
+            m.probes.clone(),
+        );
+        registry.register(
+            "subscriber_link_bytes",
+            "Bytes (both directions) per subscriber and access link since start (the persistent count: tandem hag subscriber usage)",
+            m.subscriber_link_bytes.clone(),
+        );
+        registry.register(
+            "usage_dropped",
+            "Usage records not saved (writer queue full)",
+            m.usage_dropped.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -127,6 +160,15 @@ impl Metrics {
         self.errors_sent
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a path probe by outcome.
+    pub fn count_probe(&self, outcome: &str) {
+        self.probes
+            .get_or_create(&ReasonLabel {
+                reason: outcome.to_string(),
             })
             .inc();
     }
@@ -150,6 +192,16 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// Adds bytes to a subscriber's count on an access link.
+    pub fn add_subscriber_link_bytes(&self, subscriber: &str, link: &str, n: u64) {
+        self.subscriber_link_bytes
+            .get_or_create(&SubscriberLinkLabel {
+                subscriber: subscriber.to_string(),
+                link: link.to_string(),
+            })
+            .inc_by(n);
     }
 
     /// Adds bytes to an access link.

@@ -32,6 +32,8 @@ pub(crate) struct State {
     pub(crate) limits: Arc<Limits>,
     /// Becomes true when running connections must end now (drain timeout).
     pub(crate) stop: watch::Receiver<bool>,
+    /// The persistent usage count, if kept.
+    pub(crate) usage: Option<crate::usage::Writer>,
 }
 
 impl State {
@@ -378,6 +380,13 @@ async fn serve(state: Arc<State>, mut down: TcpStream, peer: SocketAddr) {
                 .find(|(_, nets)| nets.iter().any(|n| n.contains(&ip)))
             {
                 m.add_link_bytes(link, received, sent);
+                m.add_subscriber_link_bytes(&sub_label, link, received + sent);
+                if let Some(u) = &state.usage {
+                    if !u.add(&sub_label, link, received, sent) {
+                        m.usage_dropped.inc();
+                        warn!(subscriber = %sub_label, "usage queue full: a record was dropped");
+                    }
+                }
             }
         }
     }

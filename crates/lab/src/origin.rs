@@ -2,6 +2,8 @@
 //!
 //! - `GET /bytes/N` streams N bytes of a deterministic pattern (so a client
 //!   can check what it got with [`expected_sha256`] without a copy);
+//!   `?rate=B` paces them at B bytes per second (a steady stream, like
+//!   video, rather than a bulk transfer);
 //! - `POST /upload` (or `PUT`) reads the body and answers
 //!   `<sha256 hex> <length>`;
 //! - `GET /` answers a short text (time-to-first-byte probes).
@@ -9,7 +11,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Body;
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -52,18 +54,41 @@ pub fn expected_sha256(len: u64) -> String {
     hex::encode(h.finalize())
 }
 
-async fn bytes(Path(len): Path<u64>) -> Result<Body, (StatusCode, String)> {
+/// Query of `GET /bytes/N`.
+#[derive(Debug, serde::Deserialize)]
+struct Pace {
+    /// Bytes per second; none: as fast as the network takes them.
+    rate: Option<u64>,
+}
+
+async fn bytes(
+    Path(len): Path<u64>,
+    Query(pace): Query<Pace>,
+) -> Result<Body, (StatusCode, String)> {
     if len > MAX_OBJECT {
         return Err((
             StatusCode::BAD_REQUEST,
             format!("at most {MAX_OBJECT} bytes\n"),
         ));
     }
+    if pace.rate == Some(0) {
+        return Err((StatusCode::BAD_REQUEST, "rate must be > 0\n".into()));
+    }
+    // Paced: chunks of about 20 ms, each sent when the schedule says (a
+    // multiple of 8 bytes, as `fill` wants).
+    let chunk = pace
+        .rate
+        .map_or(CHUNK, |r| ((r / 50) as usize).clamp(8, CHUNK) / 8 * 8);
+    let start = tokio::time::Instant::now();
     let stream = futures::stream::unfold(0u64, move |off| async move {
         if off >= len {
             return None;
         }
-        let n = ((len - off) as usize).min(CHUNK);
+        if let Some(r) = pace.rate {
+            let due = start + std::time::Duration::from_secs_f64(off as f64 / r as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        let n = ((len - off) as usize).min(chunk);
         let mut buf = vec![0u8; n];
         fill(off, &mut buf);
         Some((Ok::<_, std::io::Error>(buf), off + n as u64))

@@ -119,6 +119,12 @@ pub struct State {
     pub dsl_cut: bool,
     /// Whether the mobile link is cut.
     pub lte_cut: bool,
+    /// Whether the fixed line silently drops everything (link up).
+    #[serde(default)]
+    pub dsl_blackhole: bool,
+    /// Whether the mobile link silently drops everything (link up).
+    #[serde(default)]
+    pub lte_blackhole: bool,
     /// Processes the lab started: (role, pid).
     pub pids: Vec<(String, u32)>,
 }
@@ -525,6 +531,8 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         lte: o.profile.lte,
         dsl_cut: false,
         lte_cut: false,
+        dsl_blackhole: false,
+        lte_blackhole: false,
         pids: Vec::new(),
     })
 }
@@ -556,19 +564,26 @@ pub fn hag_config(dir: &Path, key_hex: &str) -> String {
     )
 }
 
-/// The CPE configuration the lab uses.
-pub fn cpe_config() -> String {
+/// The CPE configuration the lab uses: the links' rates from the profile
+/// (the fixed line's "sync rate" the `priority` mode measures against).
+pub fn cpe_config(p: &Profile) -> String {
     format!(
         "# Written by `tandem lab up`.\n\
          lan_interface = \"lan0\"\n\
          hag = \"{}:{HAG_PORT}\"\n\
          admin_listen = \"127.0.0.1:9101\"\n\
          congestion_control = \"cubic\"\n\
-         [dsl]\ninterface = \"dsl0\"\naddress = \"{}\"\n\
-         [lte]\ninterface = \"lte0\"\naddress = \"{}\"\n",
+         [dsl]\ninterface = \"dsl0\"\naddress = \"{}\"\ngateway = \"{}\"\ndown_kbit = {}\nup_kbit = {}\n\
+         [lte]\ninterface = \"lte0\"\naddress = \"{}\"\ngateway = \"{}\"\ndown_kbit = {}\nup_kbit = {}\n",
         addr::HAG_SERVICE,
         addr::CPE_DSL,
-        addr::CPE_LTE
+        addr::DSL_GW,
+        p.dsl.down_kbit,
+        p.dsl.up_kbit,
+        addr::CPE_LTE,
+        addr::LTE_GW,
+        p.lte.down_kbit,
+        p.lte.up_kbit,
     )
 }
 
@@ -656,7 +671,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         let hag_cfg = dir.join("hag.toml");
         let cpe_cfg = dir.join("cpe.toml");
         std::fs::write(&hag_cfg, hag_config(&dir, &random_key()?)).map_err(LabError::Io)?;
-        std::fs::write(&cpe_cfg, cpe_config()).map_err(LabError::Io)?;
+        std::fs::write(&cpe_cfg, cpe_config(&o.profile)).map_err(LabError::Io)?;
         let hag_s = hag_cfg.display().to_string();
         if o.shield {
             // The operator's DNS and warning page are reachable through Tandem.
@@ -820,7 +835,10 @@ pub fn link_bytes(name: &str, l: Link) -> Result<(u64, u64), LabError> {
 pub enum LinkAction {
     /// Take the link down (carrier lost at the street cabinet).
     Cut,
-    /// Bring it back.
+    /// Silently drop everything crossing the link, both ways, with the
+    /// link up (the common real failure: no carrier loss to notice).
+    Blackhole,
+    /// Bring it back (from a cut or a blackhole).
     Restore,
     /// Change rates, delay, jitter or loss.
     Set {
@@ -884,7 +902,17 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
             ipn(&node, "link set cpe0 down")?;
             *cut_flag(&mut st, l) = true;
         }
+        LinkAction::Blackhole => {
+            if !*blackhole_flag(&mut st, l) {
+                nsexec(&node, "iptables", &["-I", "FORWARD", "-j", "DROP"])?;
+                *blackhole_flag(&mut st, l) = true;
+            }
+        }
         LinkAction::Restore => {
+            if *blackhole_flag(&mut st, l) {
+                nsexec(&node, "iptables", &["-D", "FORWARD", "-j", "DROP"])?;
+                *blackhole_flag(&mut st, l) = false;
+            }
             ipn(&node, "link set cpe0 up")?;
             // Link down removed the routes through that interface: re-add.
             let (gw, dev, table) = match l {
@@ -940,6 +968,13 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
     save_state(&st)
 }
 
+fn blackhole_flag(st: &mut State, l: Link) -> &mut bool {
+    match l {
+        Link::Dsl => &mut st.dsl_blackhole,
+        Link::Lte => &mut st.lte_blackhole,
+    }
+}
+
 fn cut_flag(st: &mut State, l: Link) -> &mut bool {
     match l {
         Link::Dsl => &mut st.dsl_cut,
@@ -953,13 +988,12 @@ pub fn status(name: &str) -> Result<String, LabError> {
     let mut out = format!("lab {} (profile {})\n", st.name, st.profile);
     for l in Link::ALL {
         let s = st.shape(l);
-        let cut = if match l {
-            Link::Dsl => st.dsl_cut,
-            Link::Lte => st.lte_cut,
-        } {
-            " CUT"
-        } else {
-            ""
+        let cut = match l {
+            Link::Dsl if st.dsl_cut => " CUT",
+            Link::Lte if st.lte_cut => " CUT",
+            Link::Dsl if st.dsl_blackhole => " BLACKHOLE",
+            Link::Lte if st.lte_blackhole => " BLACKHOLE",
+            _ => "",
         };
         let (down, up) = link_bytes(name, l).unwrap_or((0, 0));
         out += &format!(
@@ -994,4 +1028,64 @@ pub fn node_addr(node: &str) -> Option<IpAddr> {
         "net" => addr::ORIGIN,
         _ => return None,
     }))
+}
+
+/// Sets the running lab CPE's steering mode (`priority`, `aggregate`,
+/// `active-standby`): rewrites the `[steering]` section of its
+/// configuration, sends it SIGHUP and waits (up to 5 s) until it logged the
+/// reload.
+pub fn set_steering(name: &str, mode: &str) -> Result<(), LabError> {
+    if !["priority", "aggregate", "active-standby"].contains(&mode) {
+        return Err(LabError::Invalid(format!(
+            "{mode:?}: expected priority, aggregate or active-standby"
+        )));
+    }
+    let st = load_state(name)?;
+    let dir = state_dir(name);
+    let cfg = dir.join("cpe.toml");
+    let text = std::fs::read_to_string(&cfg).map_err(LabError::Io)?;
+    // Everything from a previous `[steering]` section to the next section.
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            skipping = t == "[steering]";
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!("[steering]\nmode = \"{mode}\"\n"));
+    std::fs::write(&cfg, out).map_err(LabError::Io)?;
+    let pid = st
+        .pids
+        .iter()
+        .find(|(role, _)| role == "cpe")
+        .map(|(_, p)| *p)
+        .ok_or_else(|| LabError::State("the lab runs no CPE".into()))?;
+    let log = dir.join("cpe.log");
+    let count = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("steering reloaded")
+            .count()
+    };
+    let before = count();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| LabError::State(format!("signalling the CPE ({pid}): {e}")))?;
+    let t0 = Instant::now();
+    while count() == before {
+        if t0.elapsed() > Duration::from_secs(5) {
+            return Err(LabError::State(
+                "the CPE did not reload its steering within 5 s".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }

@@ -4,7 +4,9 @@
 //!   stream, with a deadline, keeping the application bytes that came with it;
 //! - [`copy`]: relay two TCP streams both ways until both sides are done,
 //!   mirroring half-close (FIN ↔ FIN) and reset (RST ↔ RST), with an idle
-//!   timeout and bounded buffers.
+//!   timeout and bounded buffers;
+//! - [`probe`]: the path probe the CPE sends on each link and the HAG
+//!   echoes; [`admin`]: `/metrics`, `/live`, `/ready`.
 //!
 //! It knows nothing of subscribers, policy or sockets options: the CPE and the
 //! HAG bring those.
@@ -13,6 +15,7 @@
 pub mod admin;
 pub mod copy;
 pub mod preamble;
+pub mod probe;
 
 pub use copy::{relay, relay_until, RelayEnd, RelayOptions, RelayOutcome};
 pub use preamble::{read_message, PreambleError};

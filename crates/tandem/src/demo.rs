@@ -9,6 +9,10 @@ use anyhow::{bail, Context, Result};
 use lab::topology::{addr, link_bytes, ns, ORIGIN_PORT};
 use lab::Link;
 
+/// One download through Tandem must reach this share of the fixed line alone
+/// plus the mobile link alone, measured in the same run.
+const TARGET: f64 = 0.90;
+
 /// Tears the lab down when dropped (also on error or panic).
 struct LabGuard(String);
 
@@ -154,6 +158,12 @@ pub(crate) fn run(profile: &str, name: &str, seconds: u64) -> Result<()> {
         p.lte.up_kbit / 1000,
         p.lte.rtt_ms
     );
+    let lab_name = name.to_string();
+    crate::clean_up_on_signal(move || {
+        if let Err(e) = lab::down(&lab_name) {
+            eprintln!("tearing the lab down: {e}");
+        }
+    });
     println!("Building the lab (namespaces, shaped links, emulators, HAG, CPE)...");
     let _ = lab::down(name);
     lab::up(&lab::UpOptions {
@@ -202,15 +212,25 @@ pub(crate) fn run(profile: &str, name: &str, seconds: u64) -> Result<()> {
     );
     let sum = dsl.mbit + lte.mbit;
     let ratio = both.mbit / sum;
+    let met = ratio >= TARGET;
     println!(
-        "Tandem: {:.1} Mbit/s = {:.0}% of fixed alone + mobile alone ({:.1} + {:.1} = {:.1} Mbit/s), {} bytes, one connection. Target: at least 90%.",
+        "Tandem: {:.1} Mbit/s = {:.0}% of fixed alone + mobile alone ({:.1} + {:.1} = {:.1} Mbit/s), {} bytes, one connection. Target: at least {:.0}%: {}.",
         both.mbit,
         ratio * 100.0,
         dsl.mbit,
         lte.mbit,
         sum,
-        both.bytes
+        both.bytes,
+        TARGET * 100.0,
+        if met { "met" } else { "MISSED" }
     );
     println!("Tearing the lab down.");
+    if !met {
+        bail!(
+            "one download through Tandem reached {:.0}% of the two links alone, under the {:.0}% target",
+            ratio * 100.0,
+            TARGET * 100.0
+        );
+    }
     Ok(())
 }

@@ -77,6 +77,15 @@ pub(crate) enum SubscriberCmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Bytes per subscriber, calendar month (UTC) and access link, as the
+    /// HAG counted them (the billing count, kept across restarts).
+    Usage {
+        /// One subscriber (all when omitted).
+        name: Option<String>,
+        /// HAG configuration (its `usage_db`, or the registry's neighbour).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Revokes a subscriber: its next connection is refused.
     Revoke {
         /// The subscriber.
@@ -160,24 +169,6 @@ fn show(s: &hag::registry::Subscriber) {
     );
 }
 
-/// Resolves on SIGHUP, repeatedly: sends the re-read configuration.
-async fn reload_on_sighup(path: PathBuf, tx: tokio::sync::mpsc::Sender<hag::Config>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        match hag::Config::load(&path) {
-            Ok(c) => {
-                if tx.send(c).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
-        }
-    }
-}
-
 /// Runs a HAG command.
 pub(crate) fn run(cmd: HagCmd) -> Result<()> {
     match cmd {
@@ -186,7 +177,7 @@ pub(crate) fn run(cmd: HagCmd) -> Result<()> {
             let rt = crate::runtime()?;
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::mpsc::channel(4);
-                tokio::spawn(reload_on_sighup(config, tx));
+                tokio::spawn(crate::reload_on_sighup(config, hag::Config::load, tx));
                 hag::run(c, crate::shutdown_signal(), rx).await
             })?;
         }
@@ -225,6 +216,26 @@ pub(crate) fn run(cmd: HagCmd) -> Result<()> {
                 }
             }
             SubscriberCmd::Show { name, config } => show(&load(&config)?.1.get(&name)?),
+            SubscriberCmd::Usage { name, config } => {
+                let c = hag::Config::load(&config)?;
+                let path = c.usage_db.with_context(|| {
+                    format!(
+                        "{}: no `usage_db` (or `registry`) configured",
+                        config.display()
+                    )
+                })?;
+                let rows = hag::usage::read(&path, name.as_deref())?;
+                println!(
+                    "{:<24} {:<8} {:<6} {:>16} {:>16}",
+                    "subscriber", "month", "link", "up bytes", "down bytes"
+                );
+                for r in rows {
+                    println!(
+                        "{:<24} {:<8} {:<6} {:>16} {:>16}",
+                        r.subscriber, r.period, r.link, r.up_bytes, r.down_bytes
+                    );
+                }
+            }
             SubscriberCmd::Revoke { name, config } => {
                 let s = load(&config)?.1.revoke(&name)?;
                 println!("revoked: the HAG refuses {name:?} from its next connection");

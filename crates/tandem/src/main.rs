@@ -1,6 +1,7 @@
 //! `tandem`: the one binary. Parses the command line and calls the part's
 //! `run(config, shutdown)`.
 
+mod bench_cmd;
 mod demo;
 mod hag_cmd;
 mod shield_cmd;
@@ -56,6 +57,10 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Benchmarks Tandem against the alternatives (fixed line only, mobile
+    /// only, end-to-end MPTCP, shadowsocks over MPTCP) on the lab, and the
+    /// HAG against HAProxy; writes bench/results/<date>-<profile>.{json,md,svg}.
+    Bench(bench_cmd::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -109,11 +114,21 @@ enum LabCmd {
         #[arg(long, default_value = "tdm")]
         name: String,
     },
-    /// Changes a link: `cut`, `restore`, or `set rate=8mbit delay=15ms loss=1%`.
+    /// Sets the lab CPE's steering mode (priority, aggregate,
+    /// active-standby) and reloads it.
+    Steering {
+        /// priority, aggregate or active-standby.
+        mode: String,
+        /// Lab name.
+        #[arg(long, default_value = "tdm")]
+        name: String,
+    },
+    /// Changes a link: `cut`, `blackhole`, `restore`, or `set rate=8mbit delay=15ms loss=1%`.
     Link {
         /// dsl or lte.
         link: String,
-        /// cut, restore or set.
+        /// cut (carrier lost), blackhole (link up, everything silently dropped),
+        /// restore or set.
         action: String,
         /// For set: key=value pairs (rate, down, up, delay, jitter, loss).
         params: Vec<String>,
@@ -179,6 +194,53 @@ fn init_logging() {
 }
 
 /// Resolves on SIGINT or SIGTERM.
+/// For the commands that build a lab in the foreground (`demo`, `bench`):
+/// SIGINT (Ctrl-C) and SIGTERM run `clean_up` and exit with 130 instead of
+/// leaving namespaces and processes behind. Call it on the main thread
+/// before any other thread starts: the signals are blocked there (and so in
+/// every thread started later) and taken by a thread of their own; child
+/// processes start with an empty signal mask, as `Command` resets it.
+pub(crate) fn clean_up_on_signal(clean_up: impl FnOnce() + Send + 'static) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if let Err(e) = set.thread_block() {
+        eprintln!("cannot take SIGINT/SIGTERM ({e}): an interrupted run leaves its lab up (tandem lab down)");
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            eprintln!("\n{sig}: cleaning up");
+            clean_up();
+            std::process::exit(130);
+        }
+    });
+}
+
+/// On every SIGHUP, re-reads the configuration file and sends it on `tx`; a
+/// broken file is logged and the running configuration kept.
+pub(crate) async fn reload_on_sighup<C, E: std::fmt::Display>(
+    path: PathBuf,
+    load: fn(&std::path::Path) -> Result<C, E>,
+    tx: tokio::sync::mpsc::Sender<C>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match load(&path) {
+            Ok(c) => {
+                if tx.send(c).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!("SIGHUP: {e}; keeping the running configuration"),
+        }
+    }
+}
+
 pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -246,12 +308,14 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
                 .with_context(|| format!("{link:?}: expected dsl or lte"))?;
             let a = match action.as_str() {
                 "cut" => lab::LinkAction::Cut,
+                "blackhole" => lab::LinkAction::Blackhole,
                 "restore" => lab::LinkAction::Restore,
                 "set" => lab::topology::parse_set(&params)?,
-                other => bail!("{other:?}: expected cut, restore or set"),
+                other => bail!("{other:?}: expected cut, blackhole, restore or set"),
             };
             lab::link(&name, l, &a)?;
         }
+        LabCmd::Steering { mode, name } => lab::topology::set_steering(&name, &mode)?,
         LabCmd::Exec { node, cmd, name } => {
             if !lab::topology::NODES.contains(&node.as_str()) {
                 bail!(
@@ -335,7 +399,11 @@ fn main() -> ExitCode {
         Cmd::Cpe { cmd } => match cmd {
             CpeCmd::Run { config } => {
                 let c = cpe::Config::load(&config)?;
-                runtime()?.block_on(cpe::run(c, shutdown_signal()))?;
+                runtime()?.block_on(async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel(4);
+                    tokio::spawn(reload_on_sighup(config, cpe::Config::load, tx));
+                    cpe::run(c, shutdown_signal(), rx).await
+                })?;
                 Ok(())
             }
             CpeCmd::CheckConfig { file } => check(&file, cpe::Config::load(&file)),
@@ -352,6 +420,7 @@ fn main() -> ExitCode {
             name,
             seconds,
         } => demo::run(&profile, &name, seconds),
+        Cmd::Bench(a) => bench_cmd::run(a),
     })();
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,10 +83,27 @@ fn download_upload_identical_both_links_and_zero_rtt() {
             &pcap,
         ])
         .args(["tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0 and dst port 5124"])
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(700));
+    // Start only once tcpdump has its filter in place ("listening on ..."),
+    // or the download's SYN may pass before it.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stderr = capture.stderr.take().expect("tcpdump stderr");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("listening on") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("tcpdump did not start listening within 10 s");
 
     // (a) a 20 MB download, byte-identical.
     let size = 20_000_000u64;
@@ -178,6 +195,43 @@ fn download_upload_identical_both_links_and_zero_rtt() {
     assert!(
         dsl_link > 1_000_000 && lte_link > 1_000_000,
         "link counters {dsl_link} {lte_link}"
+    );
+
+    // The HAG counts the same traffic: per subscriber, per access link (from
+    // the kernel's subflow counters) and the handshake latency histogram.
+    let hag = lab.metrics("hag");
+    let sum = |series: &str, with: &str| -> f64 {
+        hag.lines()
+            .filter(|l| l.starts_with(series) && l.contains(with))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        sum(
+            "tandem_hag_subscriber_bytes_total{",
+            "direction=\"downstream\""
+        ) >= size as f64,
+        "{hag}"
+    );
+    assert!(
+        sum(
+            "tandem_hag_subscriber_bytes_total{",
+            "direction=\"upstream\""
+        ) >= 5e6,
+        "{hag}"
+    );
+    for link in ["dsl", "lte"] {
+        assert!(
+            sum(
+                "tandem_hag_link_bytes_total{",
+                &format!("link=\"{link}\",direction=\"downstream\"")
+            ) > 1e6,
+            "HAG counted no download bytes on {link}: {hag}"
+        );
+    }
+    assert!(
+        metric(&hag, "tandem_hag_handshake_seconds_count") >= 2.0,
+        "{hag}"
     );
 
     // (c) 0-RTT: the Convert message and the first bytes were in the SYN.

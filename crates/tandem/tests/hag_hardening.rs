@@ -283,8 +283,11 @@ fn no_open_proxy_and_no_ssrf() {
         )
         .replace("127.0.0.1:9102", "127.0.0.1:9103");
     std::fs::write(&cfg, text).unwrap();
-    let mut second = lab.spawn_tandem("hag", &["hag", "run", "--config", &cfg]);
+    // The subscriber exists before the second HAG starts, so it is in the
+    // registry snapshot the HAG loads (a later `add` is seen on the next
+    // one-second poll, which `wait_live` does not wait for).
     let home2 = add_subscriber(&lab, "home-2", "10.64.9.0/24");
+    let mut second = lab.spawn_tandem("hag", &["hag", "run", "--config", &cfg]);
     lab.wait_live("hag", 9103);
     let via = |addr: &str| {
         let addr: SocketAddr = addr.parse().unwrap();
@@ -327,10 +330,12 @@ fn no_open_proxy_and_no_ssrf() {
     });
     let out = lab.exec("home", &["curl", "-sS", "--max-time", "10", ORIGIN]);
     assert!(!out.status.success(), "a denied destination was served");
+    // (the lab's configuration already allows the shield's network)
     lab.reconfigure_hag(|t| {
+        assert!(t.contains("allow_destinations = ["), "{t}");
         t.replace(
-            "registry =",
-            "allow_destinations = [\"203.0.113.10/32\"]\nregistry =",
+            "allow_destinations = [",
+            "allow_destinations = [\"203.0.113.10/32\", ",
         )
     });
     lab.ok(
@@ -457,15 +462,17 @@ fn limits_answer_resource_exceeded_with_backoff() {
     for p in pending {
         p.join().unwrap();
     }
-    // Rate: 2 per second (burst 4): of 12 quick connections most are refused.
-    lab.reconfigure_hag(|t| t.replace("per_subscriber_rate = 1000.0", "per_subscriber_rate = 2.0"));
+    // Rate: one every 2 s (burst 1): of 12 quick connections at most
+    // 1 + elapsed/2 are admitted, so at least 6 are refused unless the 12
+    // take over 10 s.
+    lab.reconfigure_hag(|t| t.replace("per_subscriber_rate = 1000.0", "per_subscriber_rate = 0.5"));
     let refused = (0..12)
         .filter(|_| {
             code(&lab.convert_request("atk", None, Some(atk.clone()), "203.0.113.10:80"))
                 == Some(ErrorCode::RESOURCE_EXCEEDED)
         })
         .count();
-    assert!(refused >= 6, "only {refused} of 12 refused at 2/s");
+    assert!(refused >= 6, "only {refused} of 12 refused at 0.5/s");
     // 10,000 connections that send nothing: the per-source limit holds 300,
     // the rest are refused at once; memory stays bounded; the home is served.
     let rss_before = hag_rss_kib(&lab);
@@ -532,6 +539,25 @@ fn start_download(lab: &Lab, size: u64) -> std::process::Child {
         .unwrap()
 }
 
+/// The HTTP status of the HAG's `/ready`.
+fn ready_status(lab: &Lab) -> String {
+    let out = lab.exec(
+        "hag",
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:9102/ready",
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn drain_on_sigterm_and_reload_on_sighup_keep_downloads() {
     if !root() {
@@ -541,13 +567,22 @@ fn drain_on_sigterm_and_reload_on_sighup_keep_downloads() {
     let lab = Lab::up("dr", "rural");
     let size = 24_000_000u64; // ≈ 5 s on rural
     let dl = start_download(&lab, size);
-    std::thread::sleep(Duration::from_secs(1));
+    let active = || metric(&lab.metrics("hag"), "tandem_hag_active_connections");
+    assert!(
+        eventually(Duration::from_secs(5), || active() >= 1.0),
+        "the download never reached the HAG"
+    );
+    assert_eq!(ready_status(&lab), "200");
     lab.reconfigure_hag(|t| format!("{t}\n[limits]\nper_subscriber_rate = 50.0\n"));
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(active() >= 1.0, "the download ended before SIGTERM");
     let hag_pid = lab.pid("hag");
     lab.signal("hag", Signal::SIGTERM);
-    // New connections are refused while the running one drains.
-    std::thread::sleep(Duration::from_millis(300));
+    // Once draining, /ready says so and new connections are refused while
+    // the running one finishes.
+    assert!(
+        eventually(Duration::from_secs(5), || ready_status(&lab) == "503"),
+        "/ready did not turn 503 while draining"
+    );
     let out = lab.exec("home", &["curl", "-sS", "--max-time", "10", ORIGIN]);
     assert!(
         !out.status.success(),

@@ -128,14 +128,23 @@ impl Lab {
         node: &str,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> T {
+        self.spawn_in_ns(node, f)
+            .join()
+            .expect("thread in namespace")
+    }
+
+    /// Starts `f` on a thread inside a node's network namespace.
+    pub fn spawn_in_ns<T: Send + 'static>(
+        &self,
+        node: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let path = format!("/run/netns/{}", self.ns(node));
         std::thread::spawn(move || {
             let file = File::open(&path).expect("open netns");
             nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
             f()
         })
-        .join()
-        .expect("thread in namespace")
     }
 }
 
@@ -242,23 +251,31 @@ impl Lab {
     /// Edits the HAG configuration and sends SIGHUP; waits until the HAG
     /// logged the reload.
     pub fn reconfigure_hag(&self, edit: impl FnOnce(String) -> String) {
-        let path = self.file("hag.toml");
+        self.reconfigure("hag", edit);
+    }
+
+    /// Edits the CPE configuration and sends SIGHUP; waits until the CPE
+    /// logged the reload.
+    pub fn reconfigure_cpe(&self, edit: impl FnOnce(String) -> String) {
+        self.reconfigure("cpe", edit);
+    }
+
+    fn reconfigure(&self, role: &str, edit: impl FnOnce(String) -> String) {
+        let path = self.file(&format!("{role}.toml"));
+        let log = format!("{role}.log");
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, edit(text)).unwrap();
-        let (ok, out) = self.tandem(&["hag", "check-config", &path]);
+        let (ok, out) = self.tandem(&[role, "check-config", &path]);
         assert!(ok, "{out}");
-        let before = self
-            .log("hag.log")
-            .matches("configuration reloaded")
-            .count();
-        self.signal("hag", nix::sys::signal::Signal::SIGHUP);
+        let before = self.log(&log).matches("configuration reloaded").count();
+        self.signal(role, nix::sys::signal::Signal::SIGHUP);
         assert!(
             eventually(Duration::from_secs(5), || self
-                .log("hag.log")
+                .log(&log)
                 .matches("configuration reloaded")
                 .count()
                 > before),
-            "HAG did not reload"
+            "{role} did not reload"
         );
     }
 
