@@ -145,6 +145,15 @@ impl Drop for Namespaces {
     }
 }
 
+/// Starts a relay in our client namespace and waits until it listens on
+/// `port` of the loopback.
+fn spawn_ready(name: &str, argv: &[String], log: &Path, port: u16) -> Result<Proc, BenchError> {
+    let mut p = Proc::spawn(name, NS_C, argv, log)?;
+    lab::topology::wait_port(NS_C, Ipv4Addr::LOCALHOST, port, Duration::from_secs(10))?;
+    p.check_running()?;
+    Ok(p)
+}
+
 /// Runs `f` on a new thread inside namespace `ns`; sockets it creates stay
 /// in that namespace whichever thread uses them later.
 fn in_netns<T: Send + 'static>(
@@ -355,15 +364,7 @@ impl Relay {
                     "--config".into(),
                     cfg.display().to_string(),
                 ];
-                let mut p = Proc::spawn("tandem hag", NS_C, &argv, &dir.join("relay-hag.log"))?;
-                lab::topology::wait_port(
-                    NS_C,
-                    Ipv4Addr::LOCALHOST,
-                    HAG_ADMIN,
-                    Duration::from_secs(10),
-                )?;
-                p.check_running()?;
-                p
+                spawn_ready("tandem hag", &argv, &dir.join("relay-hag.log"), HAG_ADMIN)?
             }
             Self::Haproxy => {
                 let cfg = dir.join("relay-haproxy.cfg");
@@ -375,15 +376,12 @@ impl Relay {
                     "-f".into(),
                     cfg.display().to_string(),
                 ];
-                let mut p = Proc::spawn("haproxy", NS_C, &argv, &dir.join("relay-haproxy.log"))?;
-                lab::topology::wait_port(
-                    NS_C,
-                    Ipv4Addr::LOCALHOST,
+                spawn_ready(
+                    "haproxy",
+                    &argv,
+                    &dir.join("relay-haproxy.log"),
                     HAPROXY_IDLE,
-                    Duration::from_secs(10),
-                )?;
-                p.check_running()?;
-                p
+                )?
             }
         };
         Ok(p)

@@ -17,6 +17,21 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// An SVG document's opening: size, white background, centred title.
+fn header(w: f64, h: f64, title: &str) -> String {
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="24" text-anchor="middle" font-size="16">{}</text>
+"#,
+        w / 2.0,
+        esc(title)
+    );
+    o
+}
+
 /// A "nice" upper bound and tick step for an axis reaching `max`.
 fn nice_axis(max: f64) -> (f64, f64) {
     let max = if max.is_finite() && max > 0.0 {
@@ -63,16 +78,7 @@ pub(crate) fn bar_chart(title: &str, unit: &str, series: &[String], groups: &[Gr
         .fold(0.0, f64::max);
     let (ymax, step) = nice_axis(max);
     let y = |v: f64| top + plot_h - v / ymax * plot_h;
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="24" text-anchor="middle" font-size="16">{}</text>
-"#,
-        w / 2.0,
-        esc(title)
-    );
+    let mut o = header(w, h, title);
     let mut v = 0.0;
     while v <= ymax + 1e-9 {
         let yy = y(v);
@@ -208,16 +214,7 @@ pub(crate) fn line_panels(title: &str, unit: &str, panels: &[Panel]) -> String {
     let (tmax, tstep) = nice_axis(tmax);
     let (vmax, vstep) = nice_axis(vmax);
     let plot_w = w - left - right;
-    let mut o = String::new();
-    let _ = write!(
-        o,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="24" text-anchor="middle" font-size="16">{}</text>
-"#,
-        w / 2.0,
-        esc(title)
-    );
+    let mut o = header(w, h, title);
     for (pi, p) in panels.iter().enumerate() {
         let y0 = top + pi as f64 * (ph + gap);
         let x = |t: f64| left + t / tmax * plot_w;

@@ -170,6 +170,7 @@ impl Endpoints {
     /// Brings the kernel's endpoints to `w`.
     async fn apply(&mut self, pm: &mut PathManager, c: &Config, w: Wanted) -> Result<(), PmError> {
         let addrs = [c.dsl.address, c.lte.address];
+        let fixed_back = w.present[0] && self.id[0].is_none();
         for i in 0..2 {
             let backup = i == 1 && w.mobile_backup;
             match (w.present[i], self.id[i]) {
@@ -195,6 +196,16 @@ impl Endpoints {
             }
         }
         if let Some(id) = self.id[1] {
+            if fixed_back && w.mobile_backup && self.mobile_backup {
+                // Connections opened while the fixed line was down started
+                // on the mobile link, and their first subflow is no backup.
+                // The kernel announces a priority only when it changes:
+                // clear and set it again so that every mobile subflow,
+                // first ones too, becomes backup.
+                pm.set_endpoint_flags(id, endpoint(c.lte.address, false).flags)
+                    .await?;
+                self.mobile_backup = false;
+            }
             if self.mobile_backup != w.mobile_backup {
                 pm.set_endpoint_flags(id, endpoint(c.lte.address, w.mobile_backup).flags)
                     .await?;
@@ -286,17 +297,8 @@ pub async fn run(
         }
     }
     let mut socks: [Option<UdpSocket>; 2] = [None, None];
-    if let Some(target) = c.steering.probe_target {
-        for (i, addr) in [c.dsl.address, c.lte.address].into_iter().enumerate() {
-            match probe_socket(addr, target).await {
-                Ok(s) => socks[i] = Some(s),
-                Err(e) => warn!(
-                    link = LINKS[i],
-                    "probe socket: {e}; the link is taken as up"
-                ),
-            }
-        }
-    }
+    open_probes(&c, &mut socks, true).await;
+    let mut last_open = Instant::now();
     let now = Instant::now();
     let mut health = [
         LinkHealth::new(c.steering.health, now),
@@ -340,6 +342,12 @@ pub async fn run(
             r = recv(&socks[1], &mut buf1) => on_reply(r, &buf1, nonce, 1, &mut health),
             _ = ticker.tick() => {
                 let now = Instant::now();
+                // A link whose address was missing at start (a modem not
+                // up yet) is probed once it appears.
+                if socks.iter().any(Option::is_none) && last_open.elapsed() >= Duration::from_secs(5) {
+                    open_probes(&c, &mut socks, false).await;
+                    last_open = now;
+                }
                 let probe_now = now >= next_probe;
                 if probe_now {
                     next_probe = now + c.steering.health.interval;
@@ -437,6 +445,33 @@ pub async fn run(
     }
     budget.persist();
     forwarding
+}
+
+/// Opens the missing probe sockets (when probes are on).
+async fn open_probes(c: &Config, socks: &mut [Option<UdpSocket>; 2], first: bool) {
+    let Some(target) = c.steering.probe_target else {
+        return;
+    };
+    for (i, addr) in [c.dsl.address, c.lte.address].into_iter().enumerate() {
+        if socks[i].is_some() {
+            continue;
+        }
+        match probe_socket(addr, target).await {
+            Ok(s) => {
+                if !first {
+                    info!(link = LINKS[i], "probing the link");
+                }
+                socks[i] = Some(s);
+            }
+            Err(e) if first => {
+                warn!(
+                    link = LINKS[i],
+                    "probe socket: {e}; the link is taken as up until it can be probed"
+                );
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 async fn recv(s: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -10,13 +10,7 @@ use common::*;
 fn every_action_wildcard_allowlist_and_cname_chains() {
     let net = net(3);
     let dir = TempDir::new("blocking");
-    let nsd_addr = addr(&net, 53, free_port(&format!("{net}.53")));
-    let _nsd = start_nsd(
-        &dir,
-        nsd_addr,
-        &[("shield.test", SHIELD_TEST_ZONE.into())],
-        None,
-    );
+    let (_nsd, nsd_addr) = start_test_nsd(&net, &dir);
     write(
         &dir.path("feed.txt"),
         "# confirmed phishing\nlogin.phish.shield.test\n*.evil.shield.test\n",

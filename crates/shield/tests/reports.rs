@@ -25,13 +25,7 @@ fn curl(args: &[&str]) -> (u16, String) {
 fn warning_page_and_reports_lifecycle_across_restart() {
     let net = net(5);
     let dir = TempDir::new("reports");
-    let nsd_addr = addr(&net, 53, free_port(&format!("{net}.53")));
-    let _nsd = start_nsd(
-        &dir,
-        nsd_addr,
-        &[("shield.test", SHIELD_TEST_ZONE.into())],
-        None,
-    );
+    let (_nsd, nsd_addr) = start_test_nsd(&net, &dir);
     write(&dir.path("feed.txt"), "login.phish.shield.test\n");
     let db = dir.path("reports.sqlite");
     let extra = format!(

@@ -109,13 +109,7 @@ fn resolves_caches_truncates_and_fails_over() {
 fn refuses_strangers_any_and_transfers() {
     let net = net(2);
     let dir = TempDir::new("refuse");
-    let nsd_addr = addr(&net, 53, free_port(&format!("{net}.53")));
-    let _nsd = start_nsd(
-        &dir,
-        nsd_addr,
-        &[("shield.test", SHIELD_TEST_ZONE.into())],
-        None,
-    );
+    let (_nsd, nsd_addr) = start_test_nsd(&net, &dir);
     let s = Shield::start(&config(&net, &[nsd_addr], ""));
 
     // Subscribers are <net>.0/25; <net>.200 is not one: no open resolver.
@@ -230,13 +224,7 @@ fn closed_by_server(s: &mut std::net::TcpStream) -> bool {
 fn tcp_connections_are_bounded_and_idle_ones_closed() {
     let net = net(6);
     let dir = TempDir::new("tcplimit");
-    let nsd_addr = addr(&net, 53, free_port(&format!("{net}.53")));
-    let _nsd = start_nsd(
-        &dir,
-        nsd_addr,
-        &[("shield.test", SHIELD_TEST_ZONE.into())],
-        None,
-    );
+    let (_nsd, nsd_addr) = start_test_nsd(&net, &dir);
     let s = Shield::start(&config(
         &net,
         &[nsd_addr],

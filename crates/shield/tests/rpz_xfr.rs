@@ -66,13 +66,7 @@ fn load(
 fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
     let net = net(4);
     let dir = TempDir::new("rpzxfr");
-    let nsd_addr = addr(&net, 53, free_port(&format!("{net}.53")));
-    let _nsd = start_nsd(
-        &dir,
-        nsd_addr,
-        &[("shield.test", SHIELD_TEST_ZONE.into())],
-        None,
-    );
+    let (_nsd, nsd_addr) = start_test_nsd(&net, &dir);
     let knot_addr = addr(&net, 3, free_port(&format!("{net}.3")));
     // The shield's DNS port must be known before Knot starts (NOTIFY).
     let shield_port = free_port(&format!("{net}.1"));
@@ -192,13 +186,7 @@ fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
 fn ixfr_on_the_refresh_timer_without_notify() {
     let net = net(7);
     let dir = TempDir::new("rpzrefresh");
-    let nsd_addr = addr(&net, 53, free_port(&format!("{net}.53")));
-    let _nsd = start_nsd(
-        &dir,
-        nsd_addr,
-        &[("shield.test", SHIELD_TEST_ZONE.into())],
-        None,
-    );
+    let (_nsd, nsd_addr) = start_test_nsd(&net, &dir);
     let knot_addr = addr(&net, 3, free_port(&format!("{net}.3")));
     // Knot's NOTIFY goes to an address nobody serves: only the shield's own
     // refresh timer can bring the change.

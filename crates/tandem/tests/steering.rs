@@ -245,6 +245,17 @@ fn failover_is_hitless_on_cuts_and_blackholes_of_either_link() {
                 &format!("tandem_cpe_link_rtt_seconds{{link=\"{link}\"}}")
             ) > 0.0
         );
+        assert!(
+            cpe.contains(&format!("tandem_cpe_link_loss_ratio{{link=\"{link}\"}}")),
+            "{cpe}"
+        );
+        assert!(
+            metric(
+                &cpe,
+                &format!("tandem_cpe_wan_bytes_total{{link=\"{link}\",direction=\"down\"}}")
+            ) > 10e6,
+            "{cpe}"
+        );
     }
     let log = lab.log("cpe.log");
     assert!(log.contains("link down") && log.contains("MPTCP endpoint removed"));
@@ -336,8 +347,12 @@ fn active_standby_and_aggregate_modes_follow_sighup() {
     );
     assert!(l1 - l0 > 10_000_000, "the mobile link did not take over");
     assert!(got.longest_stall < Duration::from_secs(1));
-    // Aggregate: the mobile link is never standby; a bulk download uses
+    // Aggregate, switched with SIGHUP while a download runs (which goes on
+    // undisturbed): the mobile link is never standby; a bulk download uses
     // both links from the start.
+    let running_size = 4_000_000;
+    let running = fetch(&lab, format!("/bytes/{running_size}?rate=500000"));
+    std::thread::sleep(Duration::from_secs(2));
     lab.reconfigure_cpe(|t| t.replace("mode = \"active-standby\"", "mode = \"aggregate\""));
     assert!(
         eventually(Duration::from_secs(5), || metric(
@@ -346,6 +361,11 @@ fn active_standby_and_aggregate_modes_follow_sighup() {
         ) == 0.0),
         "aggregate: the mobile link stayed standby"
     );
+    let got = running
+        .join()
+        .unwrap()
+        .expect("the download running across the reload");
+    assert_eq!(got.sha256, expected(running_size), "cut by the reload");
     let eps = lab.ok("cpe", &["ip", "mptcp", "endpoint", "show"]);
     assert!(
         eps.contains("10.64.2.2") && !eps.contains("backup"),

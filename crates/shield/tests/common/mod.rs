@@ -86,6 +86,19 @@ pub fn big_txt_records() -> String {
 }
 
 /// Starts NSD on `addr` serving `zones` (name, zone file text).
+/// NSD serving the test zone `shield.test` on `<net>.53` (a free port);
+/// returns it and its address.
+pub fn start_test_nsd(net: &str, dir: &TempDir) -> (Proc, SocketAddr) {
+    let nsd_addr = addr(net, 53, free_port(&format!("{net}.53")));
+    let nsd = start_nsd(
+        dir,
+        nsd_addr,
+        &[("shield.test", SHIELD_TEST_ZONE.into())],
+        None,
+    );
+    (nsd, nsd_addr)
+}
+
 pub fn start_nsd(
     dir: &TempDir,
     addr: SocketAddr,
