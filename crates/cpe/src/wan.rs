@@ -207,6 +207,20 @@ impl Forwarding {
     pub async fn remove(self) {
         self.remove_rules().await;
     }
+
+    /// Removes the rules a CPE with this configuration may have left (after
+    /// a crash); nothing if there are none.
+    pub async fn cleanup(c: &Config) {
+        Self {
+            base: c.route_table,
+            lan: c.lan_interface.clone(),
+            devs: [c.dsl.interface.clone(), c.lte.interface.clone()],
+            gateways: [c.dsl.gateway, c.lte.gateway],
+            active: None,
+        }
+        .remove_rules()
+        .await;
+    }
 }
 
 /// Deletes the conntrack entries whose mark matches `mark` under `mask`

@@ -409,7 +409,10 @@ fn main() -> ExitCode {
             CpeCmd::CheckConfig { file } => check(&file, cpe::Config::load(&file)),
             CpeCmd::Cleanup { config } => {
                 let c = cpe::Config::load(&config)?;
-                runtime()?.block_on(cpe::divert::cleanup(&c));
+                runtime()?.block_on(async {
+                    cpe::divert::cleanup(&c).await;
+                    cpe::wan::Forwarding::cleanup(&c).await;
+                });
                 Ok(())
             }
         },

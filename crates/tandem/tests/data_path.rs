@@ -579,6 +579,9 @@ fn cpe_removes_its_table_on_sigterm_and_after_a_crash() {
     let mut cpe = lab.spawn_tandem("cpe", &["cpe", "run", "--config", &cfg]);
     lab.wait_live("cpe", 9101);
     assert_eq!(tables().matches("tandem_cpe").count(), 1);
+    // The forwarding rules (UDP, bypass) were replaced, not doubled.
+    let rules = || lab.ok("cpe", &["ip", "rule"]);
+    assert_eq!(rules().matches("lookup 7465").count(), 1, "{}", rules());
     lab.ok(
         "home",
         &[
@@ -604,5 +607,19 @@ fn cpe_removes_its_table_on_sigterm_and_after_a_crash() {
     assert!(
         !lab.ok("cpe", &["ip", "rule"]).contains("0x7464"),
         "policy rule left"
+    );
+    assert!(!rules().contains("lookup 746"), "rules left: {}", rules());
+    // A killed CPE's leftovers: `tandem cpe cleanup` removes them all.
+    let mut cpe = lab.spawn_tandem("cpe", &["cpe", "run", "--config", &cfg]);
+    lab.wait_live("cpe", 9101);
+    cpe.kill().unwrap();
+    cpe.wait().unwrap();
+    assert!(tables().contains("tandem_cpe") && rules().contains("lookup 7465"));
+    lab.ok("cpe", &[common::TANDEM, "cpe", "cleanup", "--config", &cfg]);
+    assert!(!tables().contains("tandem_cpe"), "table left after cleanup");
+    assert!(
+        !rules().contains("lookup 746"),
+        "rules left after cleanup: {}",
+        rules()
     );
 }
