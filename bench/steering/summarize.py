@@ -40,10 +40,10 @@ for line in log.splitlines():
         add("UDP: back on the fixed line after it returns (ms)", dur_ms(m.group(2)))
         add("DNS queries failed during the UDP failover (of 60)", float(m.group(3)))
     if m := re.search(r"budget (\d+): the mobile link carried (\d+) B \(([0-9.]+) %\), the CPE counted (\d+)", line):
-        add("budget: mobile bytes carried, % of a 20 MB budget", float(m.group(3)))
+        add("budget: mobile bytes carried, % of a 40 MB budget (overrun allowed: 1 %)", float(m.group(3)))
         add("budget: CPE count vs the link's own counter (%)", 100.0 * int(m.group(4)) / int(m.group(2)))
     if m := re.search(r"the HAG counted (\d+) B on the mobile link", line):
-        add("budget: the HAG's (billing) count of the same bytes, % of the budget", int(m.group(1)) / 200000.0)
+        add("budget: the HAG's (billing) count of the same bytes, % of the budget", int(m.group(1)) / 400000.0)
 
 # Restores come in test order per run: cut, then blackhole, for each link.
 for link, vals in restores.items():
