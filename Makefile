@@ -10,7 +10,9 @@ DEB_PACKAGES := nftables iptables iproute2 ethtool tcpdump curl iperf3 procps bi
 
 .PHONY: demo test deps build lint fuzz fuzz-build clean-lab bench-attack bench bench-quick
 
-# Seconds of coverage-guided fuzzing of the Convert decoder in `make test`.
+# Seconds of coverage-guided fuzzing of the Convert decoder in `make test`,
+# from the RFC 8803 golden vectors (fuzz/seeds/decode) and what earlier runs
+# found (fuzz/corpus/decode, not committed).
 FUZZ_SECONDS ?= 60
 
 deps:
@@ -40,7 +42,8 @@ fuzz-build:
 # machine's stable toolchain accept them (a new machine has only stable).
 fuzz: fuzz-build
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
+	mkdir -p fuzz/corpus/decode
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run decode corpus/decode seeds/decode -- -max_total_time=$(FUZZ_SECONDS)
 
 test: deps lint
 	$(CARGO) test --locked --workspace

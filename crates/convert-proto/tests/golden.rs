@@ -126,3 +126,35 @@ fn nop_padded_options_are_kept() {
     assert_eq!(m.connect().unwrap().tcp_options, hex("03030701"));
     assert_eq!(m.to_bytes(), wire);
 }
+
+/// The fuzzer's seed corpus: every golden vector, one file each, in
+/// `fuzz/seeds/decode/` (so that fuzzing starts from valid messages of
+/// every layout, past the magic number and the length checks).
+fn seeds_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/decode")
+}
+
+/// Writes the seed corpus: `cargo test -p convert-proto --test golden --
+/// --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes fuzz/seeds/decode; run by hand when the vectors change"]
+fn write_fuzz_seeds() {
+    let dir = seeds_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, _, wire) in golden() {
+        std::fs::write(dir.join(name), wire).unwrap();
+    }
+}
+
+#[test]
+fn fuzz_seeds_are_the_golden_vectors() {
+    let mut seen = 0;
+    for (name, msg, wire) in golden() {
+        let seed = std::fs::read(seeds_dir().join(name))
+            .unwrap_or_else(|e| panic!("seed {name} ({e}): run write_fuzz_seeds"));
+        assert_eq!(seed, wire, "seed {name} is stale: run write_fuzz_seeds");
+        assert_eq!(Message::decode(&seed).unwrap().0, msg);
+        seen += 1;
+    }
+    assert!(seen > 10);
+}
