@@ -771,6 +771,13 @@ fn pid_alive(pid: u32) -> bool {
 /// Stops the processes the lab started (SIGTERM, then SIGKILL after 5 s),
 /// deletes its namespaces and its state. Safe to run twice.
 pub fn down(name: &str) -> Result<(), LabError> {
+    // One teardown at a time in this process (an interrupted demo or bench
+    // tears down from its signal thread while the main thread may too), and
+    // a namespace already gone is not an error.
+    static DOWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = DOWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Ok(st) = load_state(name) {
         // CPE first: it removes its nftables table on SIGTERM.
         let mut pids = st.pids.clone();
@@ -786,7 +793,11 @@ pub fn down(name: &str) -> Result<(), LabError> {
                 stop_pid("leftover", p);
             }
         });
-        sh("ip", &["netns", "del", &n])?;
+        if let Err(e) = sh("ip", &["netns", "del", &n]) {
+            if Path::new(&format!("/run/netns/{n}")).exists() {
+                return Err(e);
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(state_dir(name));
     crate::dns::remove_files(&ns(name, "home"));

@@ -196,26 +196,43 @@ fn init_logging() {
 /// Resolves on SIGINT or SIGTERM.
 /// For the commands that build a lab in the foreground (`demo`, `bench`):
 /// SIGINT (Ctrl-C) and SIGTERM run `clean_up` and exit with 130 instead of
-/// leaving namespaces and processes behind. Call it on the main thread
-/// before any other thread starts: the signals are blocked there (and so in
-/// every thread started later) and taken by a thread of their own; child
-/// processes start with an empty signal mask, as `Command` resets it.
+/// leaving namespaces and processes behind. A handler on a thread of its own
+/// (not a blocked signal mask, which every child process would inherit and
+/// then ignore SIGTERM); returns once the handlers are in place.
 pub(crate) fn clean_up_on_signal(clean_up: impl FnOnce() + Send + 'static) {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    if let Err(e) = set.thread_block() {
-        eprintln!("cannot take SIGINT/SIGTERM ({e}): an interrupted run leaves its lab up (tandem lab down)");
-        return;
-    }
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        if let Ok(sig) = set.wait() {
-            eprintln!("\n{sig}: cleaning up");
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            let _ = ready_tx.send(false);
+            return;
+        };
+        rt.block_on(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                let _ = ready_tx.send(false);
+                return;
+            };
+            let _ = ready_tx.send(true);
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            eprintln!("\n{name}: cleaning up");
             clean_up();
             std::process::exit(130);
-        }
+        });
     });
+    if ready_rx.recv() != Ok(true) {
+        eprintln!(
+            "cannot take SIGINT/SIGTERM: an interrupted run leaves its lab up (tandem lab down)"
+        );
+    }
 }
 
 /// On every SIGHUP, re-reads the configuration file and sends it on `tx`; a
