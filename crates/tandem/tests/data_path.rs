@@ -291,8 +291,16 @@ fn refusals_are_error_tlvs_and_lan_resets() {
         "{reply:?}"
     );
 
-    // A subscriber asking for the HAG itself or loopback: Not Authorized.
-    for dest in ["10.66.0.1:5124", "127.0.0.1:22", "10.65.1.2:9102"] {
+    // A subscriber asking for the HAG itself, loopback, multicast or
+    // broadcast: Not Authorized.
+    for dest in [
+        "10.66.0.1:5124",
+        "127.0.0.1:22",
+        "10.65.1.2:9102",
+        "224.0.0.251:5353",
+        "239.1.2.3:80",
+        "255.255.255.255:80",
+    ] {
         let reply = lab.convert_request("cpe", Some("10.64.1.2"), Some(cookie.clone()), dest);
         assert_eq!(
             reply.error().map(|e| e.code),
@@ -300,6 +308,17 @@ fn refusals_are_error_tlvs_and_lan_resets() {
             "{dest}: {reply:?}"
         );
     }
+
+    // A destination that does not exist (no host answers ARP on the
+    // internet's segment): Destination Unreachable, host (code 1).
+    let reply = lab.convert_request(
+        "cpe",
+        Some("10.64.1.2"),
+        Some(cookie.clone()),
+        "203.0.113.99:80",
+    );
+    let e = reply.error().expect("an Error TLV");
+    assert_eq!(e.code, ErrorCode::DESTINATION_UNREACHABLE, "{reply:?}");
 
     // (e) a destination that refuses: the HAG answers Connection Reset, the
     // CPE resets the device's connection.
