@@ -66,7 +66,9 @@ def show(v):
     return f"{num(med)} ({num(min(v))}–{num(max(v))})", len(v)
 
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+# The results file being rewritten does not make the measured code dirty.
+dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":!bench/steering/results.md"],
+                       capture_output=True, text=True).stdout.strip()
 cpu = ""
 try:
     cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
