@@ -62,6 +62,15 @@ fn load(
     })
 }
 
+/// The shield's configuration tail: no rate limits (the test's own load
+/// must not be limited), and the RPZ zone `rpz.test` from `primary`.
+fn rpz_list(primary: SocketAddr, refresh_secs: u32) -> String {
+    format!(
+        "[limits]\nclient_queries_per_second = 0\nrrl_responses_per_second = 0\n\n\
+         [[lists]]\nname = \"rpz\"\nkind = \"rpz\"\nprimary = \"{primary}\"\nzone = \"rpz.test\"\nrefresh_secs = {refresh_secs}\n"
+    )
+}
+
 #[test]
 fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
     let net = net(4);
@@ -79,10 +88,7 @@ fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
         1,
         notify_to,
     );
-    let extra = format!(
-        "[limits]\nclient_queries_per_second = 0\nrrl_responses_per_second = 0\n\n\
-         [[lists]]\nname = \"rpz\"\nkind = \"rpz\"\nprimary = \"{knot_addr}\"\nzone = \"rpz.test\"\nrefresh_secs = 3600\n"
-    );
+    let extra = rpz_list(knot_addr, 3600);
     let cfg = config(&net, &[nsd_addr], &extra).replace(
         &format!("listen = [\"{net}.1:0\"]"),
         &format!("listen = [\"{net}.1:{shield_port}\"]"),
@@ -199,10 +205,7 @@ fn ixfr_on_the_refresh_timer_without_notify() {
         1,
         nowhere,
     );
-    let extra = format!(
-        "[limits]\nclient_queries_per_second = 0\nrrl_responses_per_second = 0\n\n\
-         [[lists]]\nname = \"rpz\"\nkind = \"rpz\"\nprimary = \"{knot_addr}\"\nzone = \"rpz.test\"\nrefresh_secs = 2\n"
-    );
+    let extra = rpz_list(knot_addr, 2);
     let s = Shield::start(&config(&net, &[nsd_addr], &extra));
     wait_until("AXFR", 10, || s.policy.all_loaded());
     let src = format!("{net}.10");

@@ -320,6 +320,30 @@ fn refusals_are_error_tlvs_and_lan_resets() {
     let e = reply.error().expect("an Error TLV");
     assert_eq!(e.code, ErrorCode::DESTINATION_UNREACHABLE, "{reply:?}");
 
+    // A destination that silently drops SYNs: the HAG gives up at its
+    // connect deadline (here 500 ms) with Destination Unreachable.
+    lab.ok(
+        "net",
+        &[
+            "iptables", "-I", "INPUT", "-p", "tcp", "--dport", "81", "-j", "DROP",
+        ],
+    );
+    lab.reconfigure_hag(|t| format!("{t}\n[timeouts]\nconnect_ms = 500\n"));
+    let t = std::time::Instant::now();
+    let reply = lab.convert_request(
+        "cpe",
+        Some("10.64.1.2"),
+        Some(cookie.clone()),
+        "203.0.113.10:81",
+    );
+    let waited = t.elapsed();
+    let e = reply.error().expect("an Error TLV");
+    assert_eq!(e.code, ErrorCode::DESTINATION_UNREACHABLE, "{reply:?}");
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "connect deadline not applied: {waited:?}"
+    );
+
     // (e) a destination that refuses: the HAG answers Connection Reset, the
     // CPE resets the device's connection.
     let out = lab.exec(
