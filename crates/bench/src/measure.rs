@@ -74,15 +74,21 @@ impl Ctx<'_> {
     /// Puts the lab CPE in `c`'s steering mode when `c` is a Tandem
     /// contender and the CPE runs another mode.
     pub(crate) fn prepare(&mut self, c: &Contender) -> Result<(), String> {
-        let crate::contender::Kind::Tandem(m) = &c.kind else {
-            return Ok(());
+        use crate::contender::Kind;
+        let wanted = match &c.kind {
+            Kind::Tandem(m) => m.steering(),
+            // Contenders 3 and 4 run in the CPE node and share its MPTCP
+            // endpoints: they are measured with both links at regular
+            // priority (no backup flag), as the kernel's default has them.
+            Kind::MptcpEndToEnd | Kind::Shadowsocks => "aggregate",
+            _ => return Ok(()),
         };
-        if self.steering == Some(m.steering()) {
+        if self.steering == Some(wanted) {
             return Ok(());
         }
-        lab::topology::set_steering(&self.lab, m.steering())
-            .map_err(|e| format!("steering {}: {e}", m.steering()))?;
-        self.steering = Some(m.steering());
+        lab::topology::set_steering(&self.lab, wanted)
+            .map_err(|e| format!("steering {wanted}: {e}"))?;
+        self.steering = Some(wanted);
         // Let the mode's endpoint priorities reach the HAG (MP_PRIO).
         std::thread::sleep(Duration::from_millis(500));
         Ok(())
