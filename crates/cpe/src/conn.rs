@@ -47,6 +47,8 @@ pub(crate) async fn serve(c: Arc<Config>, m: Arc<Metrics>, p: Arc<PathState>, la
 }
 
 async fn serve_inner(c: &Config, m: &Metrics, p: &PathState, mut lan: TcpStream) {
+    // A relay must not add Nagle's wait to what the HAG forwards.
+    let _ = lan.set_nodelay(true);
     // With TPROXY the accepted socket's local address is the original
     // destination.
     let dest: SocketAddr = match lan.local_addr() {

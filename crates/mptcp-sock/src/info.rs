@@ -260,3 +260,50 @@ impl Sampler {
         self.task.await.unwrap_or_default()
     }
 }
+
+/// Waits (at most `limit`) until an MPTCP connection accepted with data in
+/// the SYN is fully established: the client's third ACK, carrying the keys,
+/// has arrived. Returns at once for plain TCP and for a fallen-back
+/// connection.
+///
+/// Linux 6.18 does not push data written on a Fast Open MPTCP socket before
+/// that ACK: it stays queued until the client sends something else, which in
+/// a request/response exchange never comes (measured in the lab: the reply
+/// left only when the client gave up). A server therefore writes only after
+/// this; it costs nothing when the wait overlaps with connecting onwards.
+///
+/// The kernel wakes the socket when the ACK arrives. A second registration
+/// of it with the reactor (the stream's own readiness must stay as it is)
+/// ends the wait at that wake-up; a 1 ms timer is the fallback. Measured in
+/// the rural lab: the reply left 0.1 ms after the ACK, against 0.1 to 2.2 ms
+/// with the timer alone.
+pub async fn fully_established(sock: &tokio::net::TcpStream, limit: std::time::Duration) {
+    use tokio::io::{unix::AsyncFd, Interest};
+    let until = std::time::Instant::now() + limit;
+    let both = Interest::READABLE | Interest::WRITABLE;
+    let watch = socket2::SockRef::from(sock)
+        .try_clone()
+        .ok()
+        // SAFETY: the duplicate is an open descriptor the `Socket` owns for
+        // the `AsyncFd`'s whole life, and `as_raw_fd` always returns it.
+        .and_then(|dup| unsafe { AsyncFd::register_with_interest(dup, both) }.ok());
+    while std::time::Instant::now() < until {
+        match mptcp_info(sock) {
+            Ok(i) if !i.remote_key_received() && !i.fallback() => {
+                let tick = tokio::time::sleep(std::time::Duration::from_millis(1));
+                match &watch {
+                    Some(w) => tokio::select! {
+                        r = w.ready(both) => {
+                            if let Ok(mut g) = r {
+                                g.clear_ready();
+                            }
+                        }
+                        () = tick => {}
+                    },
+                    None => tick.await,
+                }
+            }
+            _ => return,
+        }
+    }
+}

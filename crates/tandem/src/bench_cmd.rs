@@ -19,8 +19,9 @@ pub(crate) struct BenchArgs {
     /// Runs per figure (default 3, or 1 with --quick).
     #[arg(long)]
     runs: Option<usize>,
-    /// Only these contenders (dsl, lte, mptcp, shadowsocks, tandem); repeat
-    /// or separate with commas.
+    /// Only these contenders (dsl, lte, mptcp, shadowsocks, tandem,
+    /// tandem-aggregate, tandem-active-standby); repeat or separate with
+    /// commas.
     #[arg(long, value_delimiter = ',')]
     contender: Vec<String>,
     /// Skip the HAG-versus-HAProxy loopback measurement.
