@@ -217,6 +217,20 @@ impl Contender {
         }
     }
 
+    /// The capacity it is meant to use while both links are up, kbit/s: what
+    /// a bulk transfer is sized on. Tandem in `active-standby` keeps the
+    /// mobile link for failures, so it has the fixed line only (a transfer
+    /// sized on both links would need six times as long on rural's upload).
+    pub fn steady_kbit(&self, p: &Profile, dir: Direction) -> u64 {
+        match self.kind {
+            Kind::Tandem(m) if m.steering() == "active-standby" => match dir {
+                Direction::Download => p.dsl.down_kbit,
+                Direction::Upload => p.dsl.up_kbit,
+            },
+            _ => self.capacity_kbit(p, dir),
+        }
+    }
+
     pub(crate) fn client(&self) -> ClientPath {
         let plain = |src: std::net::Ipv4Addr| ClientPath {
             node: "cpe",
@@ -305,6 +319,13 @@ mod tests {
         assert_eq!(all[0].capacity_kbit(&p, Direction::Download), 8_000);
         assert_eq!(all[1].capacity_kbit(&p, Direction::Upload), 10_000);
         assert_eq!(all[4].capacity_kbit(&p, Direction::Download), 38_000);
+        assert_eq!(all[4].steady_kbit(&p, Direction::Upload), 11_000);
+        let standby = all
+            .iter()
+            .find(|c| c.id == "tandem-active-standby")
+            .unwrap();
+        assert_eq!(standby.steady_kbit(&p, Direction::Upload), 1_000);
+        assert_eq!(standby.capacity_kbit(&p, Direction::Upload), 11_000);
     }
 
     #[test]

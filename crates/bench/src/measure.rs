@@ -234,7 +234,7 @@ pub(crate) fn transfer(
     keep_series: bool,
 ) -> Result<Transfer, String> {
     ctx.prepare(c)?;
-    let cap = c.capacity_kbit(&ctx.profile, dir);
+    let cap = c.steady_kbit(&ctx.profile, dir);
     let total = (cap as f64 * 1000.0 / 8.0 * seconds) as u64;
     let per_flow = (total / flows as u64).max(64 * 1024);
     let path = c.client();
