@@ -493,8 +493,10 @@ impl Config {
             overflow: crate::health::Overflow {
                 on: st.overflow_on,
                 off: st.overflow_off,
+                // Samples of `paths::LOAD_SAMPLE` (50 ms): full for 100 ms
+                // brings the mobile link in, a second under `off` lets it go.
                 on_samples: 2,
-                off_samples: 5,
+                off_samples: 20,
             },
         };
         Ok(Self {

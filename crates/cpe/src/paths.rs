@@ -42,6 +42,13 @@ use crate::metrics::Metrics;
 /// How often silence is judged.
 const CHECK: Duration = Duration::from_millis(50);
 
+/// How often the links' load is sampled (interface counters) for the
+/// `priority` mode. Two samples over `overflow_on` bring the mobile link in,
+/// so the fixed line must be full for 100 ms; sampled every probe interval
+/// (200 ms), that took 0.4–0.6 s, and a 6 s download reached 91 % of the
+/// two links' sum instead of the 98 % of `aggregate` (rural lab bench).
+pub(crate) const LOAD_SAMPLE: Duration = CHECK;
+
 /// The two access links, as indices.
 const LINKS: [&str; 2] = ["dsl", "lte"];
 
@@ -312,7 +319,8 @@ pub async fn run(
     // of `down_after`), probes and load samples go every probe interval.
     let mut ticker = tokio::time::interval(CHECK.min(c.steering.health.interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_probe = Instant::now();
+    let mut next_sample = Instant::now();
+    let mut next_probe = [Instant::now(); 2];
     let (mut buf0, mut buf1) = ([0u8; 64], [0u8; 64]);
     for (i, l) in LINKS.iter().enumerate() {
         metrics.set_link_up(l, state.is_up(i));
@@ -348,16 +356,18 @@ pub async fn run(
                     open_probes(&c, &mut socks, false).await;
                     last_open = now;
                 }
-                let probe_now = now >= next_probe;
-                if probe_now {
-                    next_probe = now + c.steering.health.interval;
+                let sample_now = now >= next_sample;
+                if sample_now {
+                    next_sample = now + LOAD_SAMPLE;
                 }
-                // Probes.
+                // Probes, each link on its own schedule (faster while its
+                // replies are overdue).
                 let mut changed = false;
                 for i in 0..2 {
                     let Some(s) = &socks[i] else { continue };
-                    if probe_now {
+                    if now >= next_probe[i] {
                         let seq = health[i].sent(now);
+                        next_probe[i] = now + health[i].probe_interval(now);
                         let p = relay::probe::Probe { nonce, link: i as u8, seq };
                         // A send error (no route: the link is down) is a lost probe.
                         let _ = s.try_send(&p.encode());
@@ -381,13 +391,16 @@ pub async fn run(
                         health[i].loss(),
                     );
                 }
-                if !probe_now && !changed {
+                if !sample_now && !changed {
                     continue;
                 }
                 // Load.
                 let dt = now.duration_since(last_sample).as_secs_f64().max(1e-3);
                 last_sample = now;
-                let counts = devs(&c).map(|d| interface_bytes(&d));
+                let counts = {
+                    let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+                    devs(&c).map(|d| parse_net_dev(&text, &d))
+                };
                 let mut rates = [(0.0, 0.0); 2];
                 for i in 0..2 {
                     if let (Some(new), Some(old)) = (counts[i], last_counts[i]) {
