@@ -13,7 +13,7 @@
 //! Modules: [`topology`] (up, down, status, link changes), [`profile`] (link
 //! shapes and unit parsing), [`emu`] (the delay/loss emulator), [`origin`]
 //! (the HTTP server), [`attack`] (a bounded attacker for the hardening
-//! tests and benchmarks).
+//! tests and benchmarks), [`wait`] (waiting for a condition with a deadline).
 #![forbid(unsafe_code)]
 
 pub mod attack;
@@ -22,6 +22,7 @@ pub mod emu;
 pub mod origin;
 pub mod profile;
 pub mod topology;
+pub mod wait;
 
 pub use topology::{down, link, status, up, Link, LinkAction, State, UpOptions};
 
