@@ -1,35 +1,20 @@
 //! HAG configuration: TOML read into a raw struct, then validated into
-//! [`Config`] with typed durations and addresses.
+//! [`Config`] with typed durations, addresses and links; every semantic
+//! error names its key and line ([`config_file`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use config_file::Text;
+use hybrid::{Link, PerLink};
 use ipnet::IpNet;
 use serde::Deserialize;
 
 /// The default port of the HAG's Convert service.
 pub const DEFAULT_PORT: u16 = 5124;
 
-/// A configuration that could not be used, with where and why.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TOML is invalid or has unknown keys (the message has the line).
-    #[error("{0}")]
-    Parse(String),
-    /// A value is out of range or inconsistent.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+pub use config_file::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,9 +226,9 @@ pub struct Config {
     pub probe_listen: Option<SocketAddr>,
     /// Destinations allowed even though a deny rule covers them.
     pub allow_destinations: Vec<IpNet>,
-    /// Link names by the prefixes of the CPE addresses on them (per-link
-    /// byte counters), e.g. `dsl = ["10.64.1.0/24"]`.
-    pub links: Vec<(String, Vec<IpNet>)>,
+    /// The prefixes of the CPE addresses on each access link (per-link
+    /// byte counters), e.g. `dsl = ["10.64.1.0/24"]`; empty: not counted.
+    pub links: PerLink<Vec<IpNet>>,
     /// Require a valid Cookie TLV.
     pub require_cookie: bool,
     /// The keys that verify cookies; `current` signs new ones.
@@ -260,60 +245,15 @@ pub struct Config {
 impl Config {
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let text = Text::new(text);
+        let raw: Raw = text.parse()?;
+        check_general(&text, &raw)?;
+        check_limits(&text, &raw.limits)?;
+        let keys = key_ring(&text, &raw)?;
+        let links = links(&text, &raw.links)?;
+        let service_addresses = service_addresses(&text, &raw)?;
         let t = &raw.timeouts;
         let l = &raw.limits;
-        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if raw.subscriber_prefixes.is_empty() {
-            return invalid("subscriber_prefixes is empty: nobody could use the HAG");
-        }
-        if t.header_ms == 0 || t.connect_ms == 0 || t.idle_secs == 0 {
-            return invalid("timeouts must be greater than zero");
-        }
-        if l.max_connections == 0 {
-            return invalid("limits.max_connections must be at least 1");
-        }
-        if !(1024..=16 * 1024 * 1024).contains(&l.buffer_bytes) {
-            return invalid("limits.buffer_bytes must be between 1024 and 16777216");
-        }
-        if raw.congestion_control.is_empty() {
-            return invalid("congestion_control is empty");
-        }
-        if l.per_subscriber_connections == 0
-            || l.per_subscriber_pending == 0
-            || l.per_source_pending == 0
-            || !l.per_subscriber_rate.is_finite()
-            || l.per_subscriber_rate <= 0.0
-            || !l.error_replies_per_sec.is_finite()
-            || l.error_replies_per_sec < 0.0
-        {
-            return invalid("per-subscriber and per-source limits must be positive");
-        }
-        let mut ring = crate::cookie::KeyRing {
-            current: raw.auth.current_key,
-            keys: Default::default(),
-        };
-        for k in &raw.auth.keys {
-            let Some(key) = crate::cookie::Key::from_hex(&k.secret) else {
-                return Err(ConfigError::Invalid(format!(
-                    "auth.keys id {}: secret must be 64 hex digits",
-                    k.id
-                )));
-            };
-            if ring.keys.insert(k.id, key).is_some() {
-                return Err(ConfigError::Invalid(format!("auth.keys id {} twice", k.id)));
-            }
-        }
-        if raw.auth.require_cookie {
-            if !ring.keys.contains_key(&ring.current) {
-                return invalid("auth.require_cookie needs auth.keys with the auth.current_key id");
-            }
-            if raw.registry.is_none() {
-                return invalid(
-                    "auth.require_cookie needs a subscriber registry (registry = \"path\")",
-                );
-            }
-        }
         let mut deny = raw.deny_destinations.clone();
         if raw.deny_private_destinations {
             deny.extend(
@@ -321,15 +261,6 @@ impl Config {
                     .iter()
                     .filter_map(|r| r.parse::<IpNet>().ok()),
             );
-        }
-        let service_addresses =
-            if raw.service_addresses.is_empty() && !raw.listen.ip().is_unspecified() {
-                vec![raw.listen.ip()]
-            } else {
-                raw.service_addresses.clone()
-            };
-        if service_addresses.is_empty() {
-            return invalid("listening on a wildcard address needs service_addresses (the access-facing addresses)");
         }
         Ok(Self {
             listen: raw.listen,
@@ -342,12 +273,12 @@ impl Config {
             usage_db: raw
                 .usage_db
                 .clone()
-                .or_else(|| raw.registry.as_deref().map(crate::usage::default_path)),
+                .or_else(|| raw.registry.as_deref().map(registry::usage::default_path)),
             registry: raw.registry,
             allow_destinations: raw.allow_destinations,
-            links: raw.links.into_iter().collect(),
+            links,
             require_cookie: raw.auth.require_cookie,
-            keys: ring,
+            keys,
             cookie_validity: Duration::from_secs(u64::from(raw.auth.cookie_validity_days) * 86_400),
             mptcp_rcvbuf_bytes: l.mptcp_rcvbuf_bytes,
             limits: crate::limits::LimitConfig {
@@ -374,12 +305,154 @@ impl Config {
 
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text)
+        Self::from_toml(&config_file::read(path)?)
     }
+
+    /// The access link whose CPE prefixes hold `ip`, if any.
+    pub fn link_of(&self, ip: IpAddr) -> Option<Link> {
+        self.links
+            .iter()
+            .find(|(_, nets)| nets.iter().any(|n| n.contains(&ip)))
+            .map(|(link, _)| link)
+    }
+
+    /// Whether any link prefix is configured (per-link counting is on).
+    pub fn counts_links(&self) -> bool {
+        self.links.iter().any(|(_, nets)| !nets.is_empty())
+    }
+}
+
+/// The access networks, the timeouts and the congestion control.
+fn check_general(text: &Text<'_>, raw: &Raw) -> Result<(), ConfigError> {
+    if raw.subscriber_prefixes.is_empty() {
+        return Err(text.invalid(
+            "subscriber_prefixes",
+            "subscriber_prefixes is empty: nobody could use the HAG",
+        ));
+    }
+    let t = &raw.timeouts;
+    for (key, v) in [
+        ("timeouts.header_ms", t.header_ms),
+        ("timeouts.connect_ms", t.connect_ms),
+        ("timeouts.idle_secs", t.idle_secs),
+    ] {
+        if v == 0 {
+            return Err(text.invalid(key, "timeouts must be greater than zero"));
+        }
+    }
+    if raw.congestion_control.is_empty() {
+        return Err(text.invalid("congestion_control", "congestion_control is empty"));
+    }
+    Ok(())
+}
+
+/// `[limits]`.
+fn check_limits(text: &Text<'_>, l: &RawLimits) -> Result<(), ConfigError> {
+    if l.max_connections == 0 {
+        return Err(text.invalid(
+            "limits.max_connections",
+            "limits.max_connections must be at least 1",
+        ));
+    }
+    if !(1024..=16 * 1024 * 1024).contains(&l.buffer_bytes) {
+        return Err(text.invalid(
+            "limits.buffer_bytes",
+            "limits.buffer_bytes must be between 1024 and 16777216",
+        ));
+    }
+    let positive = "per-subscriber and per-source limits must be positive";
+    for (key, zero) in [
+        (
+            "limits.per_subscriber_connections",
+            l.per_subscriber_connections == 0,
+        ),
+        (
+            "limits.per_subscriber_pending",
+            l.per_subscriber_pending == 0,
+        ),
+        ("limits.per_source_pending", l.per_source_pending == 0),
+        (
+            "limits.per_subscriber_rate",
+            !l.per_subscriber_rate.is_finite() || l.per_subscriber_rate <= 0.0,
+        ),
+        (
+            "limits.error_replies_per_sec",
+            !l.error_replies_per_sec.is_finite() || l.error_replies_per_sec < 0.0,
+        ),
+    ] {
+        if zero {
+            return Err(text.invalid(key, positive));
+        }
+    }
+    Ok(())
+}
+
+/// `[auth]`: the key ring, and what cookies need.
+fn key_ring(text: &Text<'_>, raw: &Raw) -> Result<crate::cookie::KeyRing, ConfigError> {
+    let mut ring = crate::cookie::KeyRing {
+        current: raw.auth.current_key,
+        keys: Default::default(),
+    };
+    for (i, k) in raw.auth.keys.iter().enumerate() {
+        let Some(key) = crate::cookie::Key::from_hex(&k.secret) else {
+            return Err(text.invalid(
+                &format!("auth.keys[{i}].secret"),
+                format!("auth.keys id {}: secret must be 64 hex digits", k.id),
+            ));
+        };
+        if ring.keys.insert(k.id, key).is_some() {
+            return Err(text.invalid(
+                &format!("auth.keys[{i}].id"),
+                format!("auth.keys id {} twice", k.id),
+            ));
+        }
+    }
+    if raw.auth.require_cookie {
+        if !ring.keys.contains_key(&ring.current) {
+            return Err(text.invalid(
+                "auth.require_cookie",
+                "auth.require_cookie needs auth.keys with the auth.current_key id",
+            ));
+        }
+        if raw.registry.is_none() {
+            return Err(text.invalid(
+                "auth.require_cookie",
+                "auth.require_cookie needs a subscriber registry (registry = \"path\")",
+            ));
+        }
+    }
+    Ok(ring)
+}
+
+/// `[links]`: each key names an access link.
+fn links(
+    text: &Text<'_>,
+    raw: &std::collections::BTreeMap<String, Vec<IpNet>>,
+) -> Result<PerLink<Vec<IpNet>>, ConfigError> {
+    let mut links = PerLink::<Vec<IpNet>>::default();
+    for (name, nets) in raw {
+        let link: Link = name.parse().map_err(|e: hybrid::UnknownName| {
+            text.invalid(&format!("links.{name}"), e.to_string())
+        })?;
+        links[link] = nets.clone();
+    }
+    Ok(links)
+}
+
+/// The addresses clients may reach the service on (default: `listen`'s).
+fn service_addresses(text: &Text<'_>, raw: &Raw) -> Result<Vec<IpAddr>, ConfigError> {
+    let addrs = if raw.service_addresses.is_empty() && !raw.listen.ip().is_unspecified() {
+        vec![raw.listen.ip()]
+    } else {
+        raw.service_addresses.clone()
+    };
+    if addrs.is_empty() {
+        return Err(text.invalid(
+            "listen",
+            "listening on a wildcard address needs service_addresses (the access-facing addresses)",
+        ));
+    }
+    Ok(addrs)
 }
 
 #[cfg(test)]
@@ -388,6 +461,13 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
+        assert!(Config::from_toml(
+            "listen = \"10.66.0.1:5124\"\nsubscriber_prefixes = [\"10.64.0.0/16\"]\n"
+        )
+        .unwrap()
+        .links
+        .iter()
+        .all(|(_, n)| n.is_empty()));
         let c = Config::from_toml(
             "listen = \"10.66.0.1:5124\"\nsubscriber_prefixes = [\"10.64.0.0/16\"]\n",
         )
@@ -411,6 +491,45 @@ mod tests {
     fn empty_prefixes_refused() {
         let e = Config::from_toml("listen = \"10.66.0.1:5124\"\nsubscriber_prefixes = []\n")
             .unwrap_err();
-        assert!(matches!(e, ConfigError::Invalid(_)));
+        let i = e.invalid().expect("invalid");
+        assert_eq!((i.key.as_str(), i.line), ("subscriber_prefixes", Some(2)));
+    }
+
+    #[test]
+    fn links_are_typed_and_an_unknown_one_names_its_line() {
+        let base =
+            "listen = \"10.66.0.1:5124\"\nsubscriber_prefixes = [\"10.64.0.0/16\"]\n[links]\n";
+        let c = Config::from_toml(&format!(
+            "{base}dsl = [\"10.64.1.0/24\"]\nlte = [\"10.64.2.0/24\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.link_of("10.64.2.9".parse().unwrap()), Some(Link::Lte));
+        assert_eq!(c.link_of("10.64.1.9".parse().unwrap()), Some(Link::Dsl));
+        assert_eq!(c.link_of("10.64.3.9".parse().unwrap()), None);
+        assert!(c.counts_links());
+        let e =
+            Config::from_toml(&format!("{base}dsl = []\nwifi = [\"10.64.3.0/24\"]\n")).unwrap_err();
+        let i = e.invalid().expect("invalid");
+        assert_eq!((i.key.as_str(), i.line), ("links.wifi", Some(5)), "{e}");
+        assert!(!Config::from_toml(base).unwrap().counts_links());
+    }
+
+    #[test]
+    fn semantic_errors_name_their_key() {
+        let base = "listen = \"10.66.0.1:5124\"\nsubscriber_prefixes = [\"10.64.0.0/16\"]\n";
+        for (extra, key) in [
+            ("[limits]\nbuffer_bytes = 10\n", "limits.buffer_bytes"),
+            ("[timeouts]\nconnect_ms = 0\n", "timeouts.connect_ms"),
+            (
+                "[[auth.keys]]\nid = 1\nsecret = \"zz\"\n",
+                "auth.keys[0].secret",
+            ),
+            ("[auth]\nrequire_cookie = true\n", "auth.require_cookie"),
+        ] {
+            let e = Config::from_toml(&format!("{base}{extra}")).unwrap_err();
+            let i = e.invalid().expect("invalid");
+            assert_eq!(i.key, key, "{e}");
+            assert!(i.line.is_some(), "{e}");
+        }
     }
 }

@@ -45,28 +45,21 @@ impl fmt::Debug for Key {
 impl Key {
     /// Parses 64 hex digits.
     pub fn from_hex(s: &str) -> Option<Self> {
-        let s = s.trim();
-        if s.len() != 64 {
-            return None;
-        }
         let mut k = [0u8; 32];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
+        hex::decode_to_slice(s.trim(), &mut k).ok()?;
         Some(Self(k))
     }
 
     /// A new random key from the kernel's generator.
-    pub fn generate() -> std::io::Result<Self> {
-        use std::io::Read;
+    pub fn generate() -> Result<Self, getrandom::Error> {
         let mut k = [0u8; 32];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut k)?;
+        getrandom::fill(&mut k)?;
         Ok(Self(k))
     }
 
     /// 64 hex digits.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 }
 
@@ -167,7 +160,12 @@ impl KeyRing {
 
 /// Cookie bytes as hex (for the CPE's configuration).
 pub fn to_hex(c: &[u8]) -> String {
-    c.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(c)
+}
+
+/// The wall clock in Unix seconds as a cookie carries it (u32, saturating).
+pub fn now_unix() -> u32 {
+    u32::try_from(registry::now_unix().max(0)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -10,36 +10,51 @@
 //!
 //! Protections: only the access-facing service addresses and the access
 //! networks are served (no open proxy); destinations in private, special and
-//! operator ranges are refused (no SSRF); subscribers prove who they are with
-//! a Cookie TLV ([`cookie`]) checked against the registry ([`registry`]);
-//! [`limits`] bound each subscriber and each source; deadlines bound every
-//! phase; error replies are rate-limited.
+//! operator ranges are refused (no SSRF, [`destination`]); subscribers prove
+//! who they are with a Cookie TLV ([`cookie`]) checked against the
+//! subscriber registry (the `registry` crate); [`limits`] bound each
+//! subscriber and each source; deadlines bound every phase; error replies
+//! are rate-limited. Every refusal is a [`Refusal`] with its metric label
+//! and its Error TLV.
 //!
-//! Modules: [`config`] (TOML → validated config), [`cookie`], [`registry`],
-//! [`limits`], [`metrics`] (Prometheus registry), `server` (the accept loop and one connection's life); the admin
-//! listener (`/metrics`, `/live`, `/ready`) is `relay::admin`.
+//! [`Server::bind`] opens every socket, [`Server::serve`] runs until
+//! shutdown, so tests run a HAG in-process on loopback (port 0, `mptcp =
+//! false`); [`run`] is both.
+//!
+//! Modules: [`config`] (TOML → validated config), [`cookie`],
+//! [`destination`] (refused destinations, connecting, error mapping),
+//! [`limits`], [`metrics`] (Prometheus registry), [`refusal`], `server` (the
+//! accept loop and one connection's life, step by step), [`usage`] (the
+//! billing writer thread), `watch` (follows the registry file), `probe`
+//! (the path-probe echo); the admin listener (`/metrics`, `/live`,
+//! `/ready`) is `relay::admin`.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod cookie;
+pub mod destination;
 pub mod limits;
 pub mod metrics;
 mod probe;
-pub mod registry;
+pub mod refusal;
 mod server;
 pub mod usage;
+mod watch;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use convert_proto::Tlv;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, watch as tokio_watch, Semaphore};
 use tracing::{info, warn};
 
 pub use config::{Config, ConfigError};
 pub use metrics::Metrics;
+pub use refusal::Refusal;
 
 /// Why the HAG could not run.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +62,20 @@ pub enum Error {
     /// The Convert listener could not be opened.
     #[error("opening the Convert listener: {0}")]
     Listen(#[from] mptcp_sock::SockError),
+    /// The Convert listener could not be handed to the runtime.
+    #[error("registering the Convert listener on {addr}: {source}")]
+    Register {
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The admin listener could not be opened.
     #[error("opening the admin listener on {addr}: {source}")]
     Admin {
         /// Its address.
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         /// Why.
         #[source]
         source: std::io::Error,
@@ -60,20 +84,14 @@ pub enum Error {
     #[error("opening the path-probe echo on udp {addr}: {source}")]
     Probe {
         /// The address.
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         /// Why.
         #[source]
         source: std::io::Error,
     },
-    /// The usage database could not be opened.
+    /// The subscriber registry or the usage database could not be opened.
     #[error(transparent)]
-    Usage(#[from] usage::UsageError),
-    /// The subscriber registry could not be opened.
-    #[error("{0}")]
-    Registry(#[from] registry::RegistryError),
-    /// Any other I/O failure at start.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Registry(#[from] registry::Error),
 }
 
 /// The TCP extensions this converter offers (RFC 8803 Supported TCP
@@ -112,65 +130,194 @@ fn enable_fastopen_sysctl() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Keeps the in-memory subscriber snapshot in step with the registry file:
-/// re-reads it when another process commits (polled every second) and when
-/// poked (SIGHUP); a poke is answered once the snapshot it asked for is in
-/// place, so "configuration reloaded" means the registry was re-read too.
-/// Runs on its own thread (SQLite is blocking).
-fn watch_registry(
-    path: std::path::PathBuf,
-    target: Arc<std::sync::RwLock<Arc<registry::Snapshot>>>,
-    poke: std::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
-) -> Result<std::thread::JoinHandle<()>, registry::RegistryError> {
-    let reg = registry::Registry::open(&path)?;
-    // The version is read before the snapshot: a commit landing between the
-    // two is then seen as a change on the first poll, not missed.
-    let mut seen = reg.data_version().unwrap_or(-1);
-    let first = reg.snapshot()?;
-    info!(subscribers = first.by_id.len(), registry = %path.display(), "subscriber registry loaded");
-    *target
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(first);
-    Ok(std::thread::spawn(move || loop {
-        let ack = match poke.recv_timeout(std::time::Duration::from_secs(1)) {
-            Ok(ack) => Some(ack),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let now = reg.data_version().unwrap_or(seen);
-        if now == seen && ack.is_none() {
-            continue;
-        }
-        seen = now;
-        match reg.snapshot() {
-            Ok(s) => {
-                info!(subscribers = s.by_id.len(), "subscriber registry reloaded");
-                *target
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(s);
-            }
-            Err(e) => warn!("reloading the subscriber registry: {e}; keeping the previous one"),
-        }
-        if let Some(ack) = ack {
-            let _ = ack.send(());
-        }
-    }))
+/// The sockets, the registry watcher and the usage writer of one HAG.
+type Watcher = (
+    std::thread::JoinHandle<()>,
+    std::sync::mpsc::Sender<watch::Poke>,
+);
+
+/// A bound HAG: every socket is open, the registry loaded, the usage writer
+/// running; [`Self::serve`] runs it.
+pub struct Server {
+    state: Arc<server::State>,
+    listener: tokio::net::TcpListener,
+    is_mptcp: bool,
+    admin: tokio::net::TcpListener,
+    probe: Option<tokio::net::UdpSocket>,
+    watcher: Option<Watcher>,
+    usage_thread: Option<std::thread::JoinHandle<()>>,
+    stop_tx: tokio_watch::Sender<bool>,
 }
 
-/// Runs the HAG until `shutdown` resolves, then stops accepting, lets running
-/// connections finish for up to the drain timeout, and resets those still
-/// open. Each configuration received on `reload` (SIGHUP) replaces the
-/// running one for new connections; running connections are untouched.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-    mut reload: tokio::sync::mpsc::Receiver<Config>,
-) -> Result<(), Error> {
-    if config.enable_fastopen_sysctl {
-        if let Err(e) = enable_fastopen_sysctl() {
-            warn!("could not enable server-side TCP Fast Open: {e}; first bytes will wait one round trip");
-        }
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listen", &self.local_addr())
+            .field("admin", &self.admin_addr())
+            .finish_non_exhaustive()
     }
+}
+
+impl Server {
+    /// Opens the Convert listener, the admin listener and the probe echo,
+    /// loads the subscriber registry (and starts following it) and starts
+    /// the usage writer. Port 0 in the configuration picks a free port (see
+    /// [`Self::local_addr`]).
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        if config.enable_fastopen_sysctl {
+            if let Err(e) = enable_fastopen_sysctl() {
+                warn!("could not enable server-side TCP Fast Open: {e}; first bytes will wait one round trip");
+            }
+        }
+        let (listener, is_mptcp) = listen(&config)?;
+        let admin = tokio::net::TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| Error::Admin {
+                addr: config.admin_listen,
+                source,
+            })?;
+        let probe = match config.probe_listen {
+            Some(addr) => Some(
+                tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .map_err(|source| Error::Probe { addr, source })?,
+            ),
+            None => None,
+        };
+        let subscribers = Arc::new(RwLock::new(Arc::new(registry::Snapshot::default())));
+        let watcher = match &config.registry {
+            Some(path) => {
+                let (poke_tx, poke_rx) = std::sync::mpsc::channel();
+                let thread = watch::watch_registry(path.clone(), subscribers.clone(), poke_rx)?;
+                Some((thread, poke_tx))
+            }
+            None => None,
+        };
+        let (usage, usage_thread) = match &config.usage_db {
+            Some(p) => {
+                let (w, t) = usage::Writer::start(p)?;
+                info!(usage = %p.display(), "per-subscriber usage kept");
+                (Some(w), Some(t))
+            }
+            None => (None, None),
+        };
+        let mut local = interface_addresses();
+        local.extend(config.local_addresses.iter().copied());
+        local.insert(config.listen.ip());
+        let (stop_tx, stop_rx) = tokio_watch::channel(false);
+        let state = Arc::new(server::State {
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            slots_total: u32::try_from(config.max_connections).unwrap_or(u32::MAX),
+            limits: limits::Limits::new(config.limits),
+            config: RwLock::new(Arc::new(config)),
+            subscribers,
+            metrics: Arc::new(Metrics::default()),
+            local,
+            stop: stop_rx,
+            usage,
+        });
+        Ok(Self {
+            state,
+            listener,
+            is_mptcp,
+            admin,
+            probe,
+            watcher,
+            usage_thread,
+            stop_tx,
+        })
+    }
+
+    /// The Convert listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config().listen)
+    }
+
+    /// The admin listener's address (`/metrics`, `/live`, `/ready`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config().admin_listen)
+    }
+
+    /// The path-probe echo's address, if it runs.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// The metrics (what `/metrics` renders).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.state.metrics.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets running
+    /// connections finish for up to the drain timeout, and resets those
+    /// still open. Each configuration received on `reload` (SIGHUP)
+    /// replaces the running one for new connections (and re-reads the
+    /// registry); running connections are untouched.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()>,
+        reload: mpsc::Receiver<Config>,
+    ) -> Result<(), Error> {
+        let Self {
+            state,
+            listener,
+            is_mptcp,
+            admin,
+            probe,
+            watcher,
+            usage_thread,
+            stop_tx,
+        } = self;
+        let metrics = state.metrics.clone();
+        {
+            let c = state.config();
+            info!(
+                listen = %c.listen,
+                mptcp = is_mptcp,
+                admin = %c.admin_listen,
+                cookies = c.require_cookie,
+                "HAG ready"
+            );
+        }
+        let m = metrics.clone();
+        // Not ready once it stops accepting (draining).
+        let accepting = Arc::new(AtomicBool::new(true));
+        let acc = accepting.clone();
+        let admin_task = tokio::spawn(relay::admin::serve(
+            admin,
+            Arc::new(move || m.render()),
+            Arc::new(move || acc.load(std::sync::atomic::Ordering::Relaxed)),
+        ));
+        let probe_task = probe.map(|sock| tokio::spawn(probe::serve(sock, state.clone())));
+        let (watcher_thread, poke) = watcher.unzip();
+        let reload_task = tokio::spawn(apply_reloads(state.clone(), reload, poke));
+        server::accept_loop(state.clone(), listener, shutdown).await;
+        accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+        drain(&state, &stop_tx).await;
+        reload_task.abort();
+        admin_task.abort();
+        if let Some(t) = probe_task {
+            t.abort();
+        }
+        // The watcher thread ends when its channel closes (the reload task
+        // held the sender).
+        drop(watcher_thread);
+        // The finished connections' usage is committed before the HAG exits.
+        if let Some(u) = state.usage.clone() {
+            let _ = tokio::task::spawn_blocking(move || u.flush()).await;
+        }
+        drop(usage_thread);
+        Ok(())
+    }
+}
+
+/// Opens the Convert listener (MPTCP unless `mptcp = false`, server-side
+/// Fast Open without cookie).
+fn listen(config: &Config) -> Result<(tokio::net::TcpListener, bool), Error> {
     let opts = mptcp_sock::ListenOptions {
         mptcp: config.mptcp,
         fastopen_queue: config.fastopen_queue,
@@ -181,130 +328,72 @@ pub async fn run(
         rcvbuf: (config.mptcp_rcvbuf_bytes > 0).then_some(config.mptcp_rcvbuf_bytes),
     };
     let (std_listener, is_mptcp) = mptcp_sock::listen(config.listen, &opts)?;
-    let listener = tokio::net::TcpListener::from_std(std_listener)?;
-    let admin = tokio::net::TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(|source| Error::Admin {
-            addr: config.admin_listen,
+    let listener =
+        tokio::net::TcpListener::from_std(std_listener).map_err(|source| Error::Register {
+            addr: config.listen,
             source,
         })?;
-    let probe_sock = match config.probe_listen {
-        Some(addr) => Some(
-            tokio::net::UdpSocket::bind(addr)
-                .await
-                .map_err(|source| Error::Probe { addr, source })?,
-        ),
-        None => None,
-    };
-    let subscribers = Arc::new(std::sync::RwLock::new(Arc::new(
-        registry::Snapshot::default(),
-    )));
-    let (poke_tx, poke_rx) = std::sync::mpsc::channel();
-    let watcher = match &config.registry {
-        Some(path) => Some(watch_registry(path.clone(), subscribers.clone(), poke_rx)?),
-        None => None,
-    };
-    let mut local = interface_addresses();
-    local.extend(config.local_addresses.iter().copied());
-    local.insert(config.listen.ip());
-    info!(
-        listen = %config.listen,
-        mptcp = is_mptcp,
-        admin = %config.admin_listen,
-        cookies = config.require_cookie,
-        "HAG ready"
-    );
-    let metrics = Arc::new(Metrics::default());
-    let (usage, usage_thread) = match &config.usage_db {
-        Some(p) => {
-            let (w, t) = usage::Writer::start(p)?;
-            info!(usage = %p.display(), "per-subscriber usage kept");
-            (Some(w), Some(t))
+    Ok((listener, is_mptcp))
+}
+
+/// Applies each configuration received (SIGHUP) and re-reads the registry;
+/// "configuration reloaded" is logged once both are in place.
+async fn apply_reloads(
+    st: Arc<server::State>,
+    mut reload: mpsc::Receiver<Config>,
+    poke: Option<std::sync::mpsc::Sender<watch::Poke>>,
+) {
+    while let Some(new) = reload.recv().await {
+        let old = st.config();
+        if new.listen != old.listen
+            || new.admin_listen != old.admin_listen
+            || new.registry != old.registry
+        {
+            warn!("listen, admin_listen and registry changes need a restart; the rest is applied");
         }
-        None => (None, None),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let max = config.max_connections;
-    let drain = config.drain_timeout;
-    let state = Arc::new(server::State {
-        slots: Arc::new(Semaphore::new(max)),
-        limits: limits::Limits::new(config.limits),
-        config: std::sync::RwLock::new(Arc::new(config)),
-        subscribers,
-        metrics: metrics.clone(),
-        local,
-        stop: stop_rx,
-        usage,
-    });
-    let m = metrics.clone();
-    // Not ready once it stops accepting (draining).
-    let accepting = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let acc = accepting.clone();
-    let admin_task = tokio::spawn(relay::admin::serve(
-        admin,
-        Arc::new(move || m.render()),
-        Arc::new(move || acc.load(std::sync::atomic::Ordering::Relaxed)),
-    ));
-    let probe_task = probe_sock.map(|sock| tokio::spawn(probe::serve(sock, state.clone())));
-    let st = state.clone();
-    let has_registry = watcher.is_some();
-    let reload_task = tokio::spawn(async move {
-        while let Some(new) = reload.recv().await {
-            let old = st.config();
-            if new.listen != old.listen
-                || new.admin_listen != old.admin_listen
-                || new.registry != old.registry
-            {
-                warn!(
-                    "listen, admin_listen and registry changes need a restart; the rest is applied"
-                );
-            }
-            st.limits.reconfigure(new.limits);
-            *st.config
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
-            if has_registry {
-                let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
-                if poke_tx.send(ack_tx).is_ok() {
-                    // Bounded: a registry stuck on a lock must not hold up
-                    // the configuration, which is already applied.
-                    if tokio::time::timeout(std::time::Duration::from_secs(5), ack_rx)
-                        .await
-                        .is_err()
-                    {
-                        warn!("the subscriber registry did not reload within 5 s");
-                    }
+        st.limits.reconfigure(new.limits);
+        *st.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(new);
+        if let Some(poke) = &poke {
+            let (ack_tx, ack_rx) = tokio::sync::oneshot::channel();
+            if poke.send(ack_tx).is_ok() {
+                // Bounded: a registry stuck on a lock must not hold up
+                // the configuration, which is already applied.
+                if tokio::time::timeout(Duration::from_secs(5), ack_rx)
+                    .await
+                    .is_err()
+                {
+                    warn!("the subscriber registry did not reload within 5 s");
                 }
             }
-            info!("configuration reloaded");
         }
-    });
-    server::accept_loop(state.clone(), listener, shutdown).await;
-    accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+        info!("configuration reloaded");
+    }
+}
+
+/// Waits for running connections up to the drain timeout, then resets
+/// those left (and gives them 2 s to go).
+async fn drain(state: &server::State, stop_tx: &tokio_watch::Sender<bool>) {
+    let c = state.config();
+    let max = state.slots_total;
+    let metrics = &state.metrics;
     info!(active = metrics.active.get(), "stopped accepting; draining");
-    let drained = tokio::time::timeout(drain, state.slots.acquire_many(max as u32)).await;
+    let drained = tokio::time::timeout(c.drain_timeout, state.slots.acquire_many(max)).await;
     if drained.is_err() {
         warn!(
             left = metrics.active.get(),
             "drain timeout passed; resetting the remaining connections"
         );
         let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            state.slots.acquire_many(max as u32),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.slots.acquire_many(max)).await;
     }
-    reload_task.abort();
-    admin_task.abort();
-    if let Some(t) = probe_task {
-        t.abort();
-    }
-    drop(watcher); // the thread ends when its channel closes
-                   // The finished connections' usage is committed before the HAG exits.
-    if let Some(u) = state.usage.clone() {
-        let _ = tokio::task::spawn_blocking(move || u.flush()).await;
-    }
-    drop(usage_thread);
-    Ok(())
+}
+
+/// Runs the HAG until `shutdown` resolves ([`Server::bind`] then
+/// [`Server::serve`]).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    reload: mpsc::Receiver<Config>,
+) -> Result<(), Error> {
+    Server::bind(config).await?.serve(shutdown, reload).await
 }

@@ -81,7 +81,7 @@ struct Inner {
 
 /// Which limit refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Exceeded {
     /// Too many connections open.
     Connections,
     /// Too many new connections per second.
@@ -90,7 +90,7 @@ pub enum Refusal {
     Pending,
 }
 
-impl Refusal {
+impl Exceeded {
     /// Metric label.
     pub fn reason(self) -> &'static str {
         match self {
@@ -183,12 +183,12 @@ impl Limits {
     }
 
     /// A connection from `ip` that has not sent its Convert message yet.
-    pub fn source(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+    pub fn source(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Exceeded> {
         let max = self.cfg().per_source_pending;
         let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let n = g.sources.entry(ip).or_insert(0);
         if *n >= max {
-            return Err(Refusal::Pending);
+            return Err(Exceeded::Pending);
         }
         *n += 1;
         Ok(Slot {
@@ -199,7 +199,7 @@ impl Limits {
 
     /// An identified subscriber's new connection: returns its active slot and
     /// its pending slot (drop the latter once the reply is sent).
-    pub fn admit(self: &Arc<Self>, id: SubKey) -> Result<(Slot, Slot), Refusal> {
+    pub fn admit(self: &Arc<Self>, id: SubKey) -> Result<(Slot, Slot), Exceeded> {
         let cfg = self.cfg();
         let burst = (cfg.per_subscriber_rate * 2.0).max(1.0);
         let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -209,13 +209,13 @@ impl Limits {
             bucket: Bucket::new(burst),
         });
         if s.active >= cfg.per_subscriber_connections {
-            return Err(Refusal::Connections);
+            return Err(Exceeded::Connections);
         }
         if s.pending >= cfg.per_subscriber_pending {
-            return Err(Refusal::Pending);
+            return Err(Exceeded::Pending);
         }
         if !s.bucket.take(cfg.per_subscriber_rate, burst) {
-            return Err(Refusal::Rate);
+            return Err(Exceeded::Rate);
         }
         s.active += 1;
         s.pending += 1;
@@ -259,12 +259,12 @@ mod tests {
     fn slots_come_back_when_dropped() {
         let l = Limits::new(cfg());
         let (a1, p1) = l.admit(SubKey::Id(7)).unwrap();
-        assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Refusal::Pending);
+        assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Exceeded::Pending);
         drop(p1);
         let (a2, p2) = l.admit(SubKey::Id(7)).unwrap();
-        assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Refusal::Connections);
+        assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Exceeded::Connections);
         drop(p2);
-        assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Refusal::Connections);
+        assert_eq!(l.admit(SubKey::Id(7)).unwrap_err(), Exceeded::Connections);
         drop((a1, a2));
         assert!(l.admit(SubKey::Id(7)).is_ok());
         assert!(

@@ -1,5 +1,6 @@
 //! The HAG's Prometheus metrics, in an explicit registry.
 
+use hybrid::{Direction, Link};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,7 +28,7 @@ pub struct SubscriberLabel {
 /// Label: an access link and a direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LinkLabel {
-    /// Link name from the configuration (e.g. "dsl").
+    /// Link name ([`Link::name`]: "dsl", "lte").
     pub link: String,
     /// "upstream" or "downstream".
     pub direction: String,
@@ -184,33 +185,39 @@ impl Metrics {
 
     /// Adds a finished connection's bytes to its subscriber.
     pub fn add_subscriber_bytes(&self, subscriber: &str, upstream: u64, downstream: u64) {
-        for (direction, n) in [("upstream", upstream), ("downstream", downstream)] {
+        for (direction, n) in [
+            (Direction::Upstream, upstream),
+            (Direction::Downstream, downstream),
+        ] {
             self.subscriber_bytes
                 .get_or_create(&SubscriberLabel {
                     subscriber: subscriber.to_string(),
-                    direction: direction.to_string(),
+                    direction: direction.name().to_string(),
                 })
                 .inc_by(n);
         }
     }
 
     /// Adds bytes to a subscriber's count on an access link.
-    pub fn add_subscriber_link_bytes(&self, subscriber: &str, link: &str, n: u64) {
+    pub fn add_subscriber_link_bytes(&self, subscriber: &str, link: Link, n: u64) {
         self.subscriber_link_bytes
             .get_or_create(&SubscriberLinkLabel {
                 subscriber: subscriber.to_string(),
-                link: link.to_string(),
+                link: link.name().to_string(),
             })
             .inc_by(n);
     }
 
     /// Adds bytes to an access link.
-    pub fn add_link_bytes(&self, link: &str, upstream: u64, downstream: u64) {
-        for (direction, n) in [("upstream", upstream), ("downstream", downstream)] {
+    pub fn add_link_bytes(&self, link: Link, upstream: u64, downstream: u64) {
+        for (direction, n) in [
+            (Direction::Upstream, upstream),
+            (Direction::Downstream, downstream),
+        ] {
             self.link_bytes
                 .get_or_create(&LinkLabel {
-                    link: link.to_string(),
-                    direction: direction.to_string(),
+                    link: link.name().to_string(),
+                    direction: direction.name().to_string(),
                 })
                 .inc_by(n);
         }

@@ -31,15 +31,74 @@ impl Default for RelayOptions {
     }
 }
 
+/// One of the two relayed streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Side A, the one that initiated: the client (the home device on the
+    /// CPE, the CPE on the HAG).
+    Downstream,
+    /// Side B, the one connected to on the client's behalf: the HAG on the
+    /// CPE, the destination on the HAG.
+    Upstream,
+}
+
+impl Side {
+    /// The other side.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Downstream => Self::Upstream,
+            Self::Upstream => Self::Downstream,
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Downstream => "downstream",
+            Self::Upstream => "upstream",
+        })
+    }
+}
+
+/// What the relay was doing on the failed side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Reading from it (it reset, or its read failed).
+    Read,
+    /// Writing to it, or forwarding the other side's FIN (it is gone).
+    Write,
+}
+
+/// One side failed: which, doing what, and the error's kind (the error
+/// itself is logged where it happens; its kind is what callers branch on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The side that failed; the other one was reset.
+    pub side: Side,
+    /// Reading from it or writing to it.
+    pub phase: Phase,
+    /// The I/O error's kind (`ConnectionReset` for an RST).
+    pub kind: io::ErrorKind,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.phase {
+            Phase::Read => "reading from",
+            Phase::Write => "writing to",
+        };
+        write!(f, "{what} the {} side: {}", self.side, self.kind)
+    }
+}
+
 /// How the relay ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RelayEnd {
     /// Both sides sent FIN: a clean end.
     Closed,
-    /// Side A (the one that initiated) reset or failed; B was reset.
-    ResetByA(String),
-    /// Side B reset or failed; A was reset.
-    ResetByB(String),
+    /// One side reset or failed; the other was reset.
+    Failed(Failure),
     /// Nothing moved for the idle timeout; both were reset.
     IdleTimeout,
     /// The caller stopped it (e.g. the drain timeout of a shutdown passed);
@@ -118,6 +177,15 @@ async fn pump(
     }
 }
 
+fn failed(side: Side, phase: Phase, e: &io::Error) -> RelayEnd {
+    tracing::debug!("relay: {phase:?} on the {side} side failed: {e}");
+    RelayEnd::Failed(Failure {
+        side,
+        phase,
+        kind: e.kind(),
+    })
+}
+
 fn reset(stream: &TcpStream) {
     // Linger 0 makes the close that follows send RST.
     mptcp_sock::set_reset_on_close(&stream);
@@ -160,13 +228,13 @@ pub async fn relay_until(
             tokio::select! {
                 r = &mut ab, if !ab_done => match r {
                     Pump::Fin(n) => { a_to_b = n; ab_done = true; }
-                    Pump::ReadFailed(n, e) => { a_to_b = n; break RelayEnd::ResetByA(e.to_string()); }
-                    Pump::WriteFailed(n, e) => { a_to_b = n; break RelayEnd::ResetByB(e.to_string()); }
+                    Pump::ReadFailed(n, e) => { a_to_b = n; break failed(Side::Downstream, Phase::Read, &e); }
+                    Pump::WriteFailed(n, e) => { a_to_b = n; break failed(Side::Upstream, Phase::Write, &e); }
                 },
                 r = &mut ba, if !ba_done => match r {
                     Pump::Fin(n) => { b_to_a = n; ba_done = true; }
-                    Pump::ReadFailed(n, e) => { b_to_a = n; break RelayEnd::ResetByB(e.to_string()); }
-                    Pump::WriteFailed(n, e) => { b_to_a = n; break RelayEnd::ResetByA(e.to_string()); }
+                    Pump::ReadFailed(n, e) => { b_to_a = n; break failed(Side::Upstream, Phase::Read, &e); }
+                    Pump::WriteFailed(n, e) => { b_to_a = n; break failed(Side::Downstream, Phase::Write, &e); }
                 },
                 () = &mut stop => break RelayEnd::Stopped,
                 _ = ticker.tick() => {
@@ -180,8 +248,10 @@ pub async fn relay_until(
     };
     match &end {
         RelayEnd::Closed => {}
-        RelayEnd::ResetByA(_) => reset(&b),
-        RelayEnd::ResetByB(_) => reset(&a),
+        RelayEnd::Failed(f) => match f.side {
+            Side::Downstream => reset(&b),
+            Side::Upstream => reset(&a),
+        },
         RelayEnd::IdleTimeout | RelayEnd::Stopped => {
             reset(&a);
             reset(&b);
@@ -251,7 +321,14 @@ mod tests {
             res.map_err(|e| e.kind()).unwrap_err(),
             io::ErrorKind::ConnectionReset
         );
-        assert!(matches!(r.await.unwrap().end, RelayEnd::ResetByA(_)));
+        assert_eq!(
+            r.await.unwrap().end,
+            RelayEnd::Failed(Failure {
+                side: Side::Downstream,
+                phase: Phase::Read,
+                kind: io::ErrorKind::ConnectionReset
+            })
+        );
     }
 
     #[tokio::test]

@@ -17,5 +17,5 @@ pub mod copy;
 pub mod preamble;
 pub mod probe;
 
-pub use copy::{relay, relay_until, RelayEnd, RelayOptions, RelayOutcome};
+pub use copy::{relay, relay_until, Failure, Phase, RelayEnd, RelayOptions, RelayOutcome, Side};
 pub use preamble::{read_message, PreambleError};

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use hag::cookie::Key;
-use hag::registry::Registry;
+use registry::{Registry, Subscriber, Usage};
 
 /// Commands of the Hybrid Access Gateway.
 #[derive(clap::Subcommand)]
@@ -106,22 +106,10 @@ fn load(config: &Path) -> Result<(hag::Config, Registry)> {
     Ok((c, reg))
 }
 
-fn now_unix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
-}
-
 /// Issues a cookie for `sub`, records its expiry, writes it into the CPE
 /// configuration if asked, prints it.
-fn issue(
-    c: &hag::Config,
-    reg: &Registry,
-    sub: &hag::registry::Subscriber,
-    cpe: Option<&Path>,
-) -> Result<()> {
-    let now = now_unix();
+fn issue(c: &hag::Config, reg: &Registry, sub: &Subscriber, cpe: Option<&Path>) -> Result<()> {
+    let now = hag::cookie::now_unix();
     let expires = now.saturating_add(c.cookie_validity.as_secs() as u32);
     let cookie = c
         .keys
@@ -148,7 +136,7 @@ fn issue(
     Ok(())
 }
 
-fn show(s: &hag::registry::Subscriber) {
+fn show(s: &Subscriber) {
     let prefixes: Vec<String> = s.source_prefixes.iter().map(ToString::to_string).collect();
     println!(
         "{:>6}  {:<24}  {:<8}  created {}  cookie until {}  prefixes {}",
@@ -183,7 +171,7 @@ pub(crate) fn run(cmd: HagCmd) -> Result<()> {
         }
         HagCmd::CheckConfig { file } => crate::check(&file, hag::Config::load(&file))?,
         HagCmd::GenerateKey { id } => {
-            let k = Key::generate().context("reading /dev/urandom")?;
+            let k = Key::generate().context("drawing a random key from the kernel")?;
             println!("[[auth.keys]]\nid = {id}\nsecret = \"{}\"", k.to_hex());
         }
         HagCmd::Subscriber { cmd } => match cmd {
@@ -224,7 +212,7 @@ pub(crate) fn run(cmd: HagCmd) -> Result<()> {
                         config.display()
                     )
                 })?;
-                let rows = hag::usage::read(&path, name.as_deref())?;
+                let rows = Usage::open(&path)?.read(name.as_deref())?;
                 println!(
                     "{:<24} {:<8} {:<6} {:>16} {:>16}",
                     "subscriber", "month", "link", "up bytes", "down bytes"

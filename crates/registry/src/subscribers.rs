@@ -1,10 +1,9 @@
-//! The subscriber registry: one SQLite table, schema migrations kept in
-//! `crates/hag/migrations/` and applied in order (`PRAGMA user_version`).
+//! The subscriber registry: one table (`subscribers`).
 //!
 //! The HAG reads a [`Snapshot`] into memory at start, on SIGHUP, and whenever
 //! another process (the `tandem hag subscriber` CLI) commits a change
-//! (`PRAGMA data_version`, polled every second), so a revocation applies to
-//! the subscriber's next connection without a restart.
+//! ([`Registry::data_version`], polled every second), so a revocation applies
+//! to the subscriber's next connection without a restart.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,28 +12,12 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// Migrations, in order; index + 1 is the schema version they lead to.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_subscribers.sql")];
+use crate::{now_unix, BadName, Db, Error};
 
-/// A registry operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    /// SQLite refused.
-    #[error("subscriber registry {path}: {source}")]
-    Sql {
-        /// The database file.
-        path: String,
-        /// Why.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// No such subscriber.
-    #[error("no subscriber {0:?}")]
-    NotFound(String),
-    /// A bad argument.
-    #[error("{0}")]
-    Invalid(String),
-}
+/// The longest subscriber name, in bytes.
+pub const MAX_NAME: usize = 200;
+
+const COLUMNS: &str = "id, name, created_unix, revoked_unix, source_prefixes, cookie_expires";
 
 /// One subscriber as the HAG needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,11 +49,12 @@ pub struct Registry {
     path: PathBuf,
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 fn parse_prefixes(s: &str) -> Vec<IpNet> {
@@ -80,68 +64,52 @@ fn parse_prefixes(s: &str) -> Vec<IpNet> {
         .collect()
 }
 
+fn check_name(name: &str) -> Result<(), Error> {
+    let reason = if name.is_empty() {
+        BadName::Empty
+    } else if name.len() > MAX_NAME {
+        BadName::TooLong
+    } else {
+        return Ok(());
+    };
+    Err(Error::BadName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
 impl Registry {
-    fn err(&self, source: rusqlite::Error) -> RegistryError {
-        RegistryError::Sql {
-            path: self.path.display().to_string(),
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Sql {
+            db: Db::Subscribers,
+            path: self.path.clone(),
             source,
         }
     }
 
     /// Opens (creating if needed) and migrates the database.
-    pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        let wrap = |source| RegistryError::Sql {
-            path: path.display().to_string(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(wrap)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(wrap)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(wrap)?;
-        let mut r = Self {
-            conn,
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        Ok(Self {
+            conn: crate::schema::open(Db::Subscribers, path)?,
             path: path.to_path_buf(),
-        };
-        r.migrate()?;
-        Ok(r)
+        })
     }
 
-    fn migrate(&mut self) -> Result<(), RegistryError> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = self.conn.transaction().map_err(|e| RegistryError::Sql {
-                path: self.path.display().to_string(),
-                source: e,
-            })?;
-            tx.execute_batch(sql)
-                .and_then(|()| tx.pragma_update(None, "user_version", (i + 1) as i64))
-                .and_then(|()| tx.commit())
-                .map_err(|e| RegistryError::Sql {
-                    path: self.path.display().to_string(),
-                    source: e,
-                })?;
-        }
-        Ok(())
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Changes when another connection commits (cheap to poll).
-    pub fn data_version(&self) -> Result<i64, RegistryError> {
+    pub fn data_version(&self) -> Result<i64, Error> {
         self.conn
             .pragma_query_value(None, "data_version", |r| r.get(0))
             .map_err(|e| self.err(e))
     }
 
     /// Adds a subscriber; returns it.
-    pub fn add(&self, name: &str, prefixes: &[IpNet]) -> Result<Subscriber, RegistryError> {
-        if name.is_empty() || name.len() > 200 {
-            return Err(RegistryError::Invalid(
-                "name must be 1 to 200 characters".into(),
-            ));
-        }
+    pub fn add(&self, name: &str, prefixes: &[IpNet]) -> Result<Subscriber, Error> {
+        check_name(name)?;
         let list = prefixes
             .iter()
             .map(ToString::to_string)
@@ -156,7 +124,7 @@ impl Registry {
                 rusqlite::Error::SqliteFailure(f, _)
                     if f.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
-                    RegistryError::Invalid(format!("subscriber {name:?} exists"))
+                    Error::Duplicate(name.to_string())
                 }
                 e => self.err(e),
             })?;
@@ -164,20 +132,20 @@ impl Registry {
     }
 
     /// Looks a subscriber up by name.
-    pub fn get(&self, name: &str) -> Result<Subscriber, RegistryError> {
+    pub fn get(&self, name: &str) -> Result<Subscriber, Error> {
         self.conn
             .query_row(
-                "SELECT id, name, created_unix, revoked_unix, source_prefixes, cookie_expires FROM subscribers WHERE name = ?1",
+                &format!("SELECT {COLUMNS} FROM subscribers WHERE name = ?1"),
                 params![name],
                 row_to_subscriber,
             )
             .optional()
             .map_err(|e| self.err(e))?
-            .ok_or_else(|| RegistryError::NotFound(name.to_string()))
+            .ok_or_else(|| Error::NotFound(name.to_string()))
     }
 
     /// Records the expiry of the cookie just issued.
-    pub fn set_cookie_expiry(&self, id: u32, expires: i64) -> Result<(), RegistryError> {
+    pub fn set_cookie_expiry(&self, id: u32, expires: i64) -> Result<(), Error> {
         self.conn
             .execute(
                 "UPDATE subscribers SET cookie_expires = ?1 WHERE id = ?2",
@@ -188,7 +156,7 @@ impl Registry {
     }
 
     /// Revokes a subscriber (kept for the record).
-    pub fn revoke(&self, name: &str) -> Result<Subscriber, RegistryError> {
+    pub fn revoke(&self, name: &str) -> Result<Subscriber, Error> {
         let n = self
             .conn
             .execute(
@@ -198,18 +166,16 @@ impl Registry {
             .map_err(|e| self.err(e))?;
         let s = self.get(name)?;
         if n == 0 && s.revoked_unix.is_none() {
-            return Err(RegistryError::NotFound(name.to_string()));
+            return Err(Error::NotFound(name.to_string()));
         }
         Ok(s)
     }
 
     /// Every subscriber, by id.
-    pub fn list(&self) -> Result<Vec<Subscriber>, RegistryError> {
+    pub fn list(&self) -> Result<Vec<Subscriber>, Error> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, name, created_unix, revoked_unix, source_prefixes, cookie_expires FROM subscribers ORDER BY id",
-            )
+            .prepare(&format!("SELECT {COLUMNS} FROM subscribers ORDER BY id"))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], row_to_subscriber)
@@ -218,7 +184,7 @@ impl Registry {
     }
 
     /// Everything the HAG needs, in memory.
-    pub fn snapshot(&self) -> Result<Snapshot, RegistryError> {
+    pub fn snapshot(&self) -> Result<Snapshot, Error> {
         Ok(Snapshot {
             by_id: self.list()?.into_iter().map(|s| (s.id, s)).collect(),
         })
@@ -253,10 +219,22 @@ mod tests {
         let a = cli
             .add("line-1", &["10.64.1.0/24".parse().unwrap()])
             .unwrap();
+        assert!(matches!(cli.add("line-1", &[]), Err(Error::Duplicate(n)) if n == "line-1"));
         assert!(matches!(
-            cli.add("line-1", &[]),
-            Err(RegistryError::Invalid(_))
+            cli.add("", &[]),
+            Err(Error::BadName {
+                reason: BadName::Empty,
+                ..
+            })
         ));
+        assert!(matches!(
+            cli.add(&"x".repeat(MAX_NAME + 1), &[]),
+            Err(Error::BadName {
+                reason: BadName::TooLong,
+                ..
+            })
+        ));
+        assert!(cli.add(&"x".repeat(MAX_NAME), &[]).is_ok());
         assert_ne!(
             hag.data_version().unwrap(),
             v0,
@@ -267,14 +245,27 @@ mod tests {
         let r = cli.revoke("line-1").unwrap();
         assert!(r.revoked_unix.is_some());
         assert!(hag.snapshot().unwrap().by_id[&a.id].revoked_unix.is_some());
-        assert!(matches!(
-            cli.revoke("nobody"),
-            Err(RegistryError::NotFound(_))
-        ));
+        assert!(matches!(cli.revoke("nobody"), Err(Error::NotFound(_))));
         // Reopening keeps everything (migrations are not re-applied).
         drop((hag, cli));
         let again = Registry::open(&path).unwrap();
-        assert_eq!(again.list().unwrap().len(), 1);
+        assert_eq!(again.list().unwrap().len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn sql_errors_name_the_file() {
+        let e = Registry::open(Path::new("/nonexistent-dir/subs.db")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(
+                e,
+                Error::Sql {
+                    db: Db::Subscribers,
+                    ..
+                }
+            ) && text.contains("subscriber registry /nonexistent-dir/subs.db"),
+            "{text}"
+        );
     }
 }
