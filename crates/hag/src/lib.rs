@@ -130,7 +130,7 @@ fn enable_fastopen_sysctl() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The sockets, the registry watcher and the usage writer of one HAG.
+/// The registry watcher's thread and the sender that pokes it.
 type Watcher = (
     std::thread::JoinHandle<()>,
     std::sync::mpsc::Sender<watch::Poke>,
