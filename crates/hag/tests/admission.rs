@@ -387,3 +387,12 @@ fn destinations_refused_and_allowed() {
     }
     assert_eq!(h.refused("destination_denied"), refused.len() as u64);
 }
+
+#[test]
+fn error_replies_over_their_rate_close_without_a_reply() {
+    let h = start("replyrate", "[limits]\nerror_replies_per_sec = 0.0\n");
+    let r = ask(h.addr, &connect_msg("127.0.0.1:80", None));
+    assert!(r.is_empty(), "{r:?}");
+    h.expect_refused("destination_denied", 1);
+    h.expect_refused("error_reply_rate", 1);
+}
