@@ -195,3 +195,38 @@ impl Forwarding {
 pub async fn flush_conntrack(filter: MarkFilter) -> Result<(), ConntrackError> {
     Conntrack::shared()?.delete(filter).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mptcp_sock::route::{FwMark, RuleTarget};
+
+    #[test]
+    fn rules_send_marked_flows_to_their_link_and_the_lan_to_the_active_table() {
+        let c = Config::from_toml(
+            "lan_interface = \"lan0\"\nhag = \"10.66.0.1:5124\"\nroute_table = 200\n[steering]\nmode = \"aggregate\"\n[dsl]\ninterface = \"dsl0\"\naddress = \"10.64.1.2\"\n[lte]\ninterface = \"lte0\"\naddress = \"10.64.2.2\"\n",
+        )
+        .unwrap();
+        let f = Forwarding::new(&c);
+        assert_eq!(f.tables(), [201, 202, 203]);
+        let [fixed, mobile, lan] = f.rules();
+        assert_eq!(
+            (fixed.priority, fixed.fwmark, fixed.target),
+            (
+                PRIO_FIXED,
+                Some(FwMark {
+                    value: link_mark(0),
+                    mask: Some(LINK_MASK)
+                }),
+                RuleTarget::Lookup(202)
+            )
+        );
+        assert_eq!(mobile.fwmark.map(|m| m.value), Some(link_mark(1)));
+        assert_eq!(mobile.target, RuleTarget::Lookup(203));
+        assert_eq!(lan.iif.as_deref(), Some("lan0"));
+        assert_eq!(lan.target, RuleTarget::Lookup(201));
+        // After the interception's rule (90), in this order.
+        assert!(90 < fixed.priority && fixed.priority < mobile.priority);
+        assert!(mobile.priority < lan.priority);
+    }
+}
