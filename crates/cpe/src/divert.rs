@@ -1,14 +1,19 @@
 //! Diverting the LAN's TCP to the CPE: an nftables table of our own with a
 //! TPROXY rule (loaded with `nft -f -`, one atomic transaction), and the
 //! policy rule and local route that deliver marked packets to the CPE
-//! (over rtnetlink).
+//! (over rtnetlink, [`mptcp_sock::route`]). `nft` is the one program the
+//! CPE runs ([`run`], errors naming the command, its exit status and
+//! stderr): nftables has no stable typed netlink library in Rust.
 //!
 //! The table is replaced atomically at start (a table left by a crashed run
 //! is removed in the same transaction) and deleted at exit by [`Divert`]'s
 //! `remove`, also on SIGINT/SIGTERM. `tandem cpe cleanup` removes it by hand.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::fmt;
+use std::io::{self, Write};
+use std::process::{Command, ExitStatus, Stdio};
+
+use mptcp_sock::route::{Family, Route, RouteError, RouteNetlink, Rule};
 
 use crate::config::Config;
 
@@ -18,22 +23,76 @@ pub const TABLE: &str = "tandem_cpe";
 /// Installing or removing the interception failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DivertError {
-    /// A command could not run or reported failure.
-    #[error("{cmd}: {msg}")]
-    Command {
-        /// The command.
-        cmd: String,
-        /// What it printed or why it did not run.
-        msg: String,
+    /// `nft` could not run or refused the table.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The kernel refused the policy rule or the local route (the error
+    /// names which, and its errno).
+    #[error(transparent)]
+    Netlink(#[from] RouteError),
+}
+
+/// A command line, for messages: the program and its arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandLine {
+    /// The program.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+impl fmt::Display for CommandLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.program)?;
+        for a in &self.args {
+            write!(f, " {a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A command the CPE ran failed. The CPE runs one program, `nft` (the
+/// kernel's other interfaces it reaches over netlink, see
+/// [`mptcp_sock::route`]), through [`run`].
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The program could not be started (not installed, not executable).
+    #[error("{command}: could not run: {source}")]
+    Spawn {
+        /// What was run.
+        command: CommandLine,
+        /// Why it did not start.
+        source: io::Error,
+    },
+    /// Its input could not be written, or it could not be waited for.
+    #[error("{command}: {source}")]
+    Io {
+        /// What was run.
+        command: CommandLine,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// It ran and reported failure.
+    #[error("{command}: {status}: {stderr}")]
+    Failed {
+        /// What was run.
+        command: CommandLine,
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it printed on standard error (trimmed).
+        stderr: String,
     },
 }
 
-fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), DivertError> {
-    let err = |msg: String| DivertError::Command {
-        cmd: format!("{cmd} {}", args.join(" ")),
-        msg,
+/// Runs `program` with `args`, `stdin` (if any) as its input, its output
+/// discarded; success if it exits with status 0. The CPE's one command
+/// runner.
+pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), CommandError> {
+    let command = || CommandLine {
+        program: program.to_string(),
+        args: args.iter().map(|a| a.to_string()).collect(),
     };
-    let mut child = Command::new(cmd)
+    let mut child = Command::new(program)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -43,16 +102,31 @@ fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<(), DivertError>
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|source| CommandError::Spawn {
+            command: command(),
+            source,
+        })?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|source| CommandError::Io {
+                command: command(),
+                source,
+            })?;
     }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|source| CommandError::Io {
+            command: command(),
+            source,
+        })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        Err(CommandError::Failed {
+            command: command(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -68,7 +142,7 @@ pub fn link_mark(i: usize) -> u32 {
     ((i as u32) + 1) << 24
 }
 
-fn set_of<T: std::fmt::Display>(v: &[T]) -> String {
+fn set_of<T: fmt::Display>(v: &[T]) -> String {
     let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
     format!("{{ {} }}", items.join(", "))
 }
@@ -169,91 +243,60 @@ pub struct Divert {
     removed: bool,
 }
 
+/// The interception's rule priority (before the forwarding's, 91..93).
+const PRIO_DIVERT: u32 = 90;
+
 /// The policy rule (`fwmark MARK lookup TABLE`) and the local default route
-/// in TABLE that deliver diverted packets to the CPE, for one family, over
-/// rtnetlink. Removal is best effort: what is not there is fine.
-async fn policy_route(v4: bool, mark: u32, table: u32, add: bool) -> Result<(), DivertError> {
-    use rtnetlink::packet_route::route::{RouteScope, RouteType};
-    use rtnetlink::packet_route::rule::RuleAction;
-    use std::net::{Ipv4Addr, Ipv6Addr};
-    let err = |what: &str, e: rtnetlink::Error| DivertError::Command {
-        cmd: format!("rtnetlink {what} (mark {mark:#x}, table {table})"),
-        msg: e.to_string(),
-    };
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| DivertError::Command {
-        cmd: "rtnetlink".into(),
-        msg: e.to_string(),
-    })?;
-    let task = tokio::spawn(conn);
+/// in TABLE that deliver diverted packets to the CPE, for one family.
+fn policy_route(family: Family, mark: u32, table: u32) -> (Rule, Route) {
     let lo = nix::net::if_::if_nametoindex("lo").unwrap_or(1);
-    let rule_req = || {
-        handle
-            .rule()
-            .add()
-            .fw_mark(mark)
-            .table_id(table)
-            .priority(90)
-            .action(RuleAction::ToTable)
-    };
-    let mut rule = if v4 {
-        let mut r = rule_req().v4();
-        std::mem::take(r.message_mut())
-    } else {
-        let mut r = rule_req().v6();
-        std::mem::take(r.message_mut())
-    };
-    let route = if v4 {
-        rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
-            .table_id(table)
-            .kind(RouteType::Local)
-            .scope(RouteScope::Host)
-            .output_interface(lo)
-            .build()
-    } else {
-        rtnetlink::RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
-            .table_id(table)
-            .kind(RouteType::Local)
-            .scope(RouteScope::Host)
-            .output_interface(lo)
-            .build()
-    };
-    let result = if add {
-        let mut r = handle.rule().add();
-        *r.message_mut() = std::mem::take(&mut rule);
-        match r.execute().await {
-            Ok(()) => handle
-                .route()
-                .add(route)
-                .execute()
-                .await
-                .map_err(|e| err("add local route", e)),
-            Err(e) => Err(err("add fwmark rule", e)),
+    (
+        Rule::fwmark(family, PRIO_DIVERT, mark, None, table),
+        Route::local_default(family, table, lo),
+    )
+}
+
+/// Installs the policy rule and route of `family`.
+async fn add_policy_route(
+    nl: &RouteNetlink,
+    family: Family,
+    mark: u32,
+    table: u32,
+) -> Result<(), DivertError> {
+    let (rule, route) = policy_route(family, mark, table);
+    nl.add_rule(&rule).await?;
+    nl.add_route(&route).await?;
+    Ok(())
+}
+
+/// Removes the policy rules and routes of both families. Best effort: what
+/// is not there is fine.
+async fn remove_policy_routes(nl: &RouteNetlink, mark: u32, table: u32) {
+    for family in Family::ALL {
+        let (rule, route) = policy_route(family, mark, table);
+        for r in [nl.delete_rule(&rule).await, nl.delete_route(&route).await] {
+            match r {
+                Err(e) if !e.is_not_found() => tracing::debug!("removing the interception: {e}"),
+                _ => {}
+            }
         }
-    } else {
-        let _ = handle.rule().del(rule).execute().await;
-        let _ = handle.route().del(route).execute().await;
-        Ok(())
-    };
-    task.abort();
-    result
+    }
 }
 
 impl Divert {
     /// Installs the policy routes and the nftables table (replacing
     /// leftovers of a crashed run).
     pub async fn install(c: &Config) -> Result<Self, DivertError> {
-        let mut d = Self {
+        let d = Self {
             mark: c.fwmark,
             table: c.route_table,
             removed: false,
         };
-        d.remove_routes().await;
+        let nl = RouteNetlink::shared()?;
+        remove_policy_routes(&nl, d.mark, d.table).await;
         // From here `d` removes whatever was installed if a step fails.
-        d.removed = false;
-        policy_route(true, d.mark, d.table, true).await?;
-        if let Err(e) = policy_route(false, d.mark, d.table, true).await {
+        add_policy_route(&nl, Family::V4, d.mark, d.table).await?;
+        if let Err(e) = add_policy_route(&nl, Family::V6, d.mark, d.table).await {
             tracing::debug!("IPv6 interception route: {e}");
         }
         run("nft", &["-f", "-"], Some(&ruleset(c)))?;
@@ -263,12 +306,13 @@ impl Divert {
     /// Replaces the nftables table with `c`'s (one atomic transaction:
     /// running diverted connections are sockets and are not affected).
     pub fn update(&self, c: &Config) -> Result<(), DivertError> {
-        run("nft", &["-f", "-"], Some(&ruleset(c)))
+        Ok(run("nft", &["-f", "-"], Some(&ruleset(c)))?)
     }
 
     async fn remove_routes(&mut self) {
-        for v4 in [true, false] {
-            let _ = policy_route(v4, self.mark, self.table, false).await;
+        match RouteNetlink::shared() {
+            Ok(nl) => remove_policy_routes(&nl, self.mark, self.table).await,
+            Err(e) => tracing::debug!("removing the interception: {e}"),
         }
         self.removed = true;
     }
@@ -286,7 +330,9 @@ impl Drop for Divert {
             return;
         }
         // Not removed on the normal path (an error unwound past it): do it
-        // on a thread of its own, outside any runtime.
+        // on a thread of its own, outside any runtime, on a connection of
+        // its own (the process's one needs the runtime this thread may be
+        // blocking).
         remove_table();
         let (mark, table) = (self.mark, self.table);
         let _ = std::thread::spawn(move || {
@@ -295,8 +341,8 @@ impl Drop for Divert {
                 .build()
             {
                 rt.block_on(async {
-                    for v4 in [true, false] {
-                        let _ = policy_route(v4, mark, table, false).await;
+                    if let Ok(nl) = RouteNetlink::connect() {
+                        remove_policy_routes(&nl, mark, table).await;
                     }
                 });
             }
@@ -328,6 +374,31 @@ pub async fn cleanup(c: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_errors_say_which_command_its_status_and_stderr() {
+        run("sh", &["-c", "cat >/dev/null"], Some("input\n")).unwrap();
+        let e = run("sh", &["-c", "echo no such table >&2; exit 3"], None).unwrap_err();
+        let CommandError::Failed {
+            command,
+            status,
+            stderr,
+        } = &e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(command.program, "sh");
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(stderr, "no such table");
+        let s = e.to_string();
+        assert!(s.starts_with("sh -c echo no such table"), "{s}");
+        assert!(s.ends_with("exit status: 3: no such table"), "{s}");
+        let e = run("/nonexistent/nft", &["-f", "-"], Some("")).unwrap_err();
+        assert!(
+            matches!(&e, CommandError::Spawn { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+    }
 
     #[test]
     fn ruleset_replaces_stale_table_and_diverts_only_lan_tcp() {

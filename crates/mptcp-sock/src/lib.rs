@@ -1,4 +1,4 @@
-//! The only crate in Tandem that touches socket options.
+//! The only crate in Tandem that touches socket options and netlink.
 //!
 //! What it does:
 //! - creates Multipath TCP sockets (falling back to plain TCP where the kernel
@@ -10,16 +10,27 @@
 //!   `MPTCP_SUBFLOW_ADDRS` so that callers can tell how many bytes crossed each
 //!   path, [`info`];
 //! - drives the kernel's in-kernel path manager (endpoints, limits) over
-//!   generic netlink, [`pm`].
+//!   generic netlink, [`pm`];
+//! - policy rules and routes over rtnetlink, [`route`], and conntrack
+//!   entries over ctnetlink, [`conntrack`]: typed messages, one connection
+//!   per process and protocol (the private `nl` module), typed errors
+//!   naming the operation and the kernel's errno.
 //!
 //! What it does not do: no relaying, no protocol, no policy. Callers decide
 //! which options to set; this crate only knows how.
 //!
+//! What stays outside: nftables (the CPE loads its table with `nft -f`, as
+//! there is no stable typed nftables netlink library), and the lab's and
+//! bench's namespace and link setup.
+//!
 //! Every `unsafe` block is a `setsockopt`/`getsockopt` call on a file
 //! descriptor borrowed from a live socket, and carries a `// SAFETY:` comment.
 
+pub mod conntrack;
 pub mod info;
+mod nl;
 pub mod pm;
+pub mod route;
 pub mod sock;
 
 pub use info::{MptcpInfo, SubflowInfo};

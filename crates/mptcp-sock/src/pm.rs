@@ -310,7 +310,7 @@ pub enum PmError {
     FamilyNotFound,
 }
 
-fn fmt_extack(msg: &str) -> String {
+pub(crate) fn fmt_extack(msg: &str) -> String {
     if msg.is_empty() {
         String::new()
     } else {
@@ -604,7 +604,7 @@ fn endpoint_from_attrs(attrs: &[AddrAttr]) -> Result<Endpoint, String> {
 /// Extracts the extended-ack message (`NLMSGERR_ATTR_MSG`) from an error
 /// message, if the kernel attached one.
 /// `payload` is what follows the error code (`ErrorMessage::header`).
-fn extack_message(nl_flags: u16, payload: &[u8]) -> Option<String> {
+pub(crate) fn extack_message(nl_flags: u16, payload: &[u8]) -> Option<String> {
     if nl_flags & NLM_F_ACK_TLVS == 0 {
         return None;
     }

@@ -7,107 +7,15 @@
 //! the same namespace. The namespace is deleted by a drop guard, also when the
 //! test fails. No packets are sent.
 
-use std::fs::File;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use mptcp_sock::pm::{Endpoint, EndpointFlags, Limits, PathManager, PmError};
 
-/// Deletes the namespace when dropped.
-struct NetnsGuard {
-    name: String,
-}
-
-impl NetnsGuard {
-    fn create() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "tandem-pmtest-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        run(&["ip", "netns", "add", &name]);
-        Self { name }
-    }
-
-    /// Runs `ip netns exec NAME <args>` and returns stdout.
-    fn exec(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        run(&full)
-    }
-}
-
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let st = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        if !matches!(st, Ok(s) if s.success()) {
-            eprintln!("warning: could not delete netns {}: {st:?}", self.name);
-        }
-    }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn is_root() -> bool {
-    // Effective uid is the second field of the `Uid:` line.
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    })
-}
+mod common;
+use common::{in_netns, is_root, run, NetnsGuard};
 
 fn mptcp_available() -> bool {
     std::fs::read_to_string("/proc/sys/net/mptcp/enabled").is_ok_and(|s| s.trim() == "1")
-}
-
-/// Runs `f` on a new thread that has joined the namespace, inside a
-/// current-thread tokio runtime, bounded by a timeout.
-fn in_netns<F, Fut>(ns: &NetnsGuard, f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()>,
-{
-    let path = format!("/run/netns/{}", ns.name);
-    let t = std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns only reads the fd, which `file` keeps open for the
-        // duration of the call; it changes the network namespace of this
-        // thread only (a thread we own and that runs nothing else).
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        drop(file);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), f())
-                .await
-                .expect("checks timed out");
-        });
-    });
-    if let Err(panic) = t.join() {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 fn netlink_errno(r: Result<(), PmError>) -> (&'static str, i32, String) {
@@ -123,7 +31,7 @@ fn path_manager_in_fresh_netns() {
         eprintln!("skipping: needs root and net.mptcp.enabled=1");
         return;
     }
-    let ns = NetnsGuard::create();
+    let ns = NetnsGuard::create("tandem-pmtest");
     // A veth pair (the dummy driver is not always built); both ends stay in
     // the namespace.
     ns.exec(&[
