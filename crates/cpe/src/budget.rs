@@ -13,8 +13,8 @@
 //! What it does not do: no I/O besides the state file (no reading of
 //! interface counters, no clock: times are arguments), no switching of the
 //! mobile link (the caller puts it on standby when exhausted), no time zones
-//! (periods start at 00:00 UTC). Calendar arithmetic is done here, by hand
-//! (proleptic Gregorian calendar, days-from-civil / civil-from-days).
+//! (periods start at 00:00 UTC). Calendar arithmetic is `jiff`'s civil
+//! dates (proleptic Gregorian calendar).
 //!
 //! The state file is JSON. If it is corrupt, [`Tracker::open`] refuses to
 //! start with [`BudgetError::Corrupt`] rather than reset a billing count to
@@ -25,6 +25,8 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use jiff::civil::Date;
+use jiff::Unit;
 use serde::{Deserialize, Serialize};
 
 /// The default [`BudgetConfig::stop_margin`]: stop at 99.5 % of the limit.
@@ -94,14 +96,40 @@ pub enum BudgetError {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        reason: Corruption,
     },
     /// The configuration is out of range.
-    #[error("invalid budget configuration: {reason}")]
-    Config {
-        /// What is wrong.
-        reason: String,
+    #[error("invalid budget configuration: {0}")]
+    Config(#[from] ConfigRange),
+}
+
+/// What is wrong with a budget state file.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    /// It is not the JSON of a state.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// It was written by a version of the format this one does not know.
+    #[error("unknown version {0}")]
+    Version(u32),
+    /// Its period ends before it starts.
+    #[error("period {label} ends before it starts")]
+    Period {
+        /// The period's label.
+        label: String,
     },
+}
+
+/// A budget setting out of its range.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+pub enum ConfigRange {
+    /// [`BudgetConfig::reset_day`] not in 1..=28.
+    #[error("reset_day {0} is not in 1..=28")]
+    ResetDay(u8),
+    /// [`BudgetConfig::stop_margin`] not in 0.0..1.0.
+    #[error("stop_margin {0} is not in 0.0..1.0")]
+    StopMargin(f64),
 }
 
 /// A billing period: `[start_unix, end_unix)`, in unix seconds (UTC).
@@ -115,48 +143,47 @@ pub struct Period {
     pub label: String,
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (`month` 1..=12).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400; // [0, 399]
-    let mp = if month > 2 { month - 3 } else { month + 9 }; // March = 0
-    let doy = (153 * mp + 2) / 5 + day - 1; // [0, 365]
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era * 146_097 + doe - 719_468
+/// 1970-01-01.
+const EPOCH: Date = jiff::civil::date(1970, 1, 1);
+
+/// Days since 1970-01-01 of a date.
+fn day_number(date: Date) -> i64 {
+    date.since((Unit::Day, EPOCH))
+        .map_or(0, |s| i64::from(s.get_days()))
 }
 
-/// The proleptic Gregorian date `(year, month, day)` of a day since
-/// 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let day = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
+/// The date of a day since 1970-01-01; days outside `jiff`'s range (years
+/// -9999..=9999) saturate to its ends.
+fn date_of_day(days: i64) -> Date {
+    let edge = if days < 0 { Date::MIN } else { Date::MAX };
+    // A span holds at most ±7,304,484 days, more than the range.
+    let span = jiff::Span::new().days(days.clamp(-7_000_000, 7_000_000));
+    EPOCH.checked_add(span).unwrap_or(edge)
 }
 
 /// The billing period containing `unix` (seconds, UTC) when periods start on
 /// `reset_day` at 00:00 UTC. `reset_day` is clamped to 1..=28 (every month
-/// has those days). Times beyond ±2.9·10¹¹ years saturate rather than panic.
+/// has those days). Times beyond `jiff`'s years -9999..=9999 saturate rather
+/// than panic.
 pub fn period_containing(unix: i64, reset_day: u8) -> Period {
-    let reset = i64::from(reset_day.clamp(1, 28));
-    let (year, month, day) = civil_from_days(unix.div_euclid(SECS_PER_DAY));
+    let reset = reset_day.clamp(1, 28) as i8;
+    let date = date_of_day(unix.div_euclid(SECS_PER_DAY));
     // The reset day is whole days, so comparing the day of the month suffices.
-    let (sy, sm) = match (day >= reset, month) {
-        (true, _) => (year, month),
-        (false, 1) => (year - 1, 12),
-        (false, m) => (year, m - 1),
+    let this_month = Date::new(date.year(), date.month(), reset).unwrap_or(date);
+    let start = if date.day() >= reset {
+        this_month
+    } else {
+        this_month
+            .checked_sub(jiff::Span::new().months(1))
+            .unwrap_or(Date::MIN)
     };
-    let (ey, em) = if sm == 12 { (sy + 1, 1) } else { (sy, sm + 1) };
+    let end = start
+        .checked_add(jiff::Span::new().months(1))
+        .unwrap_or(Date::MAX);
     Period {
-        start_unix: days_from_civil(sy, sm, reset).saturating_mul(SECS_PER_DAY),
-        end_unix: days_from_civil(ey, em, reset).saturating_mul(SECS_PER_DAY),
-        label: format!("{sy:04}-{sm:02}"),
+        start_unix: day_number(start).saturating_mul(SECS_PER_DAY),
+        end_unix: day_number(end).saturating_mul(SECS_PER_DAY),
+        label: format!("{:04}-{:02}", start.year(), start.month()),
     }
 }
 
@@ -221,14 +248,10 @@ impl Tracker {
     /// base: the interface counter may have been reset in between.
     pub fn open(cfg: BudgetConfig, now_unix: i64) -> Result<Self, BudgetError> {
         if !(1..=28).contains(&cfg.reset_day) {
-            return Err(BudgetError::Config {
-                reason: format!("reset_day {} is not in 1..=28", cfg.reset_day),
-            });
+            return Err(ConfigRange::ResetDay(cfg.reset_day).into());
         }
         if !(0.0..1.0).contains(&cfg.stop_margin) {
-            return Err(BudgetError::Config {
-                reason: format!("stop_margin {} is not in 0.0..1.0", cfg.stop_margin),
-            });
+            return Err(ConfigRange::StopMargin(cfg.stop_margin).into());
         }
         let mut tracker = Self {
             period: period_containing(now_unix, cfg.reset_day),
@@ -372,19 +395,18 @@ fn load(path: &Path) -> Result<Option<State>, BudgetError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     };
-    let corrupt = |reason: String| BudgetError::Corrupt {
+    let corrupt = |reason: Corruption| BudgetError::Corrupt {
         path: path.to_path_buf(),
         reason,
     };
-    let state: State = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.into()))?;
     if state.version != STATE_VERSION {
-        return Err(corrupt(format!("unknown version {}", state.version)));
+        return Err(corrupt(Corruption::Version(state.version)));
     }
     if state.period.start_unix >= state.period.end_unix {
-        return Err(corrupt(format!(
-            "period {} ends before it starts",
-            state.period.label
-        )));
+        return Err(corrupt(Corruption::Period {
+            label: state.period.label,
+        }));
     }
     Ok(Some(state))
 }
@@ -416,6 +438,21 @@ mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// Days since 1970-01-01 of `y-m-d`.
+    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+        day_number(jiff::civil::date(y as i16, m as i8, d as i8))
+    }
+
+    /// `(y, m, d)` of a day since 1970-01-01.
+    fn civil_from_days(days: i64) -> (i64, i64, i64) {
+        let d = date_of_day(days);
+        (
+            i64::from(d.year()),
+            i64::from(d.month()),
+            i64::from(d.day()),
+        )
     }
 
     /// Unix seconds of `y-m-d h:00:00` UTC.
@@ -602,7 +639,7 @@ mod tests {
             match Tracker::open(cfg.clone(), 0) {
                 Err(BudgetError::Corrupt { path: p, reason }) => {
                     assert_eq!(p, path);
-                    assert!(!reason.is_empty());
+                    assert!(!reason.to_string().is_empty());
                 }
                 other => panic!("expected Corrupt, got {other:?}"),
             }

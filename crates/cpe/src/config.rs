@@ -1,31 +1,20 @@
 //! CPE configuration: TOML read into a raw struct, then validated into
-//! [`Config`].
+//! [`Config`] ([`config_file`]: every semantic error names its key and its
+//! line, e.g. `line 12, steering.mode: unknown steering mode "prority"`).
+//!
+//! Validation goes by section: interface names, the connection to the HAG
+//! (addresses, ports, timeouts, marks, buffers), the cookie, steering, the
+//! budget, the bypass rules.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use config_file::Text;
+use hybrid::{Link, SteeringMode};
 use serde::Deserialize;
 
-/// A configuration that could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TOML is invalid or has unknown keys (the message has the line).
-    #[error("{0}")]
-    Parse(String),
-    /// A value is out of range or inconsistent.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+pub use config_file::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,7 +97,7 @@ impl Default for RawSteering {
 }
 
 fn default_mode() -> String {
-    "priority".into()
+    SteeringMode::default().name().into()
 }
 fn default_probe_interval() -> u64 {
     200
@@ -256,7 +245,7 @@ pub struct Budget {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Steering {
     /// When the mobile link carries traffic.
-    pub mode: crate::health::Mode,
+    pub mode: SteeringMode,
     /// Where the path probes go (the HAG's probe echo); `None`: no probes,
     /// both links are taken as up.
     pub probe_target: Option<SocketAddr>,
@@ -317,188 +306,14 @@ pub struct Config {
 impl Config {
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        for (what, name) in [
-            ("lan_interface", &raw.lan_interface),
-            ("dsl.interface", &raw.dsl.interface),
-            ("lte.interface", &raw.lte.interface),
-        ] {
-            if name.is_empty()
-                || name.len() > 15
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                return invalid(format!("{what} {name:?} is not an interface name"));
-            }
-        }
-        if raw.dsl.address == raw.lte.address {
-            return invalid("dsl.address and lte.address must differ".into());
-        }
-        if raw.intercept_port == 0 || raw.hag.port() == 0 {
-            return invalid("ports must not be 0".into());
-        }
-        if raw.first_data_wait_ms > 1_000 {
-            return invalid("first_data_wait_ms above 1000 would delay every connection".into());
-        }
-        if raw.hag_reply_timeout_ms == 0 || raw.idle_timeout_secs == 0 {
-            return invalid("timeouts must be greater than zero".into());
-        }
-        if raw.fwmark == 0
-            || raw.route_table == 0
-            || raw.route_table >= 252 && raw.route_table <= 255
-        {
-            return invalid("fwmark must be non-zero and route_table not 0 or 252..255".into());
-        }
-        let cookie = match &raw.cookie {
-            None => None,
-            Some(hex) => {
-                let bytes = (0..hex.len())
-                    .step_by(2)
-                    .map(|i| {
-                        hex.get(i..i + 2)
-                            .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    })
-                    .collect::<Option<Vec<u8>>>();
-                match bytes {
-                    Some(b)
-                        if hex.len() % 2 == 0
-                            && !b.is_empty()
-                            && b.len() % 4 == 0
-                            && b.len() <= 512 =>
-                    {
-                        Some(b)
-                    }
-                    _ => {
-                        return invalid(
-                            "cookie must be hex, a multiple of 4 bytes, at most 512".into(),
-                        )
-                    }
-                }
-            }
-        };
-        if raw.mptcp_rcvbuf_bytes != 0 && !(65_536..=256 << 20).contains(&raw.mptcp_rcvbuf_bytes) {
-            return invalid("mptcp_rcvbuf_bytes must be 0 or between 65536 and 268435456".into());
-        }
-        let st = &raw.steering;
-        let Some(mode) = crate::health::Mode::parse(&st.mode) else {
-            return invalid(format!(
-                "steering.mode {:?}: expected priority, aggregate or active-standby",
-                st.mode
-            ));
-        };
-        if mode == crate::health::Mode::Priority && (raw.dsl.down_kbit == 0 || raw.dsl.up_kbit == 0)
-        {
-            return invalid(
-                "steering.mode = \"priority\" needs the fixed line's rates (dsl.down_kbit, dsl.up_kbit: its sync rate) to know when it is full".into(),
-            );
-        }
-        if !(50..=5_000).contains(&st.probe_interval_ms)
-            || st.down_after_ms < 2 * st.probe_interval_ms
-            || st.down_after_ms > 60_000
-            || st.up_after_probes == 0
-        {
-            return invalid("steering: probe_interval_ms must be 50..=5000, down_after_ms at least two intervals (and at most 60000), up_after_probes at least 1".into());
-        }
-        if !(0.1..=1.0).contains(&st.overflow_on)
-            || !(0.05..=1.0).contains(&st.overflow_off)
-            || st.overflow_off >= st.overflow_on
-        {
-            return invalid(
-                "steering: overflow_on must be 0.1..=1.0 and overflow_off below it".into(),
-            );
-        }
-        let budget = match &raw.budget {
-            None => None,
-            Some(b) => {
-                if b.mobile_bytes == 0 || !(1..=28).contains(&b.reset_day) {
-                    return invalid("budget: mobile_bytes must be > 0 and reset_day 1..=28".into());
-                }
-                if b.state_file.file_name().is_none() {
-                    return invalid("budget.state_file must name a file".into());
-                }
-                Some(Budget {
-                    limit_bytes: b.mobile_bytes,
-                    reset_day: b.reset_day,
-                    state_path: b.state_file.clone(),
-                })
-            }
-        };
-        let mut bypass = Vec::new();
-        for b in &raw.bypass {
-            let link = match b.link.as_str() {
-                "any" => Pin::Any,
-                "dsl" => Pin::Dsl,
-                "lte" => Pin::Lte,
-                other => {
-                    return invalid(format!(
-                        "bypass {:?}: link {other:?}: expected any, dsl or lte",
-                        b.name
-                    ))
-                }
-            };
-            if b.name.is_empty()
-                || b.name.len() > 32
-                || !b
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-            {
-                return invalid(format!(
-                    "bypass name {:?}: 1 to 32 letters, digits, - or _",
-                    b.name
-                ));
-            }
-            if b.destinations.is_empty() && b.ports.is_empty() && b.dscp.is_empty() {
-                return invalid(format!(
-                    "bypass {:?}: give destinations, ports or dscp",
-                    b.name
-                ));
-            }
-            let v4 = b.destinations.iter().filter(|n| n.addr().is_ipv4()).count();
-            if v4 != 0 && v4 != b.destinations.len() {
-                return invalid(format!(
-                    "bypass {:?}: destinations mix IPv4 and IPv6; use one rule per family",
-                    b.name
-                ));
-            }
-            if b.ports.contains(&0) || b.dscp.iter().any(|d| *d > 63) {
-                return invalid(format!(
-                    "bypass {:?}: ports must be non-zero, dscp 0..=63",
-                    b.name
-                ));
-            }
-            if !raw.nat {
-                return invalid(
-                    "bypass rules need nat = true (bypassed traffic is forwarded and NATed)".into(),
-                );
-            }
-            bypass.push(Bypass {
-                name: b.name.clone(),
-                destinations: b.destinations.clone(),
-                ports: b.ports.clone(),
-                dscp: b.dscp.clone(),
-                link,
-            });
-        }
-        let steering = Steering {
-            mode,
-            probe_target: st.probes.then(|| st.probe_target.unwrap_or(raw.hag)),
-            health: crate::health::HealthConfig {
-                interval: Duration::from_millis(st.probe_interval_ms),
-                down_after: Duration::from_millis(st.down_after_ms),
-                up_after: st.up_after_probes,
-            },
-            overflow: crate::health::Overflow {
-                on: st.overflow_on,
-                off: st.overflow_off,
-                // Samples of `paths::LOAD_SAMPLE` (50 ms): full for 100 ms
-                // brings the mobile link in, a second under `off` lets it go.
-                on_samples: 2,
-                off_samples: 20,
-            },
-        };
+        let t = Text::new(text);
+        let raw: Raw = t.parse()?;
+        check_interfaces(&t, &raw)?;
+        check_connection(&t, &raw)?;
+        let cookie = cookie(&t, raw.cookie.as_deref())?;
+        let steering = steering(&t, &raw)?;
+        let budget = budget(&t, raw.budget.as_ref())?;
+        let bypass = bypass(&t, &raw)?;
         Ok(Self {
             steering,
             budget,
@@ -510,20 +325,8 @@ impl Config {
             hag: raw.hag,
             intercept_port: raw.intercept_port,
             admin_listen: raw.admin_listen,
-            dsl: Wan {
-                interface: raw.dsl.interface,
-                address: raw.dsl.address,
-                down_kbit: raw.dsl.down_kbit,
-                up_kbit: raw.dsl.up_kbit,
-                gateway: raw.dsl.gateway,
-            },
-            lte: Wan {
-                interface: raw.lte.interface,
-                address: raw.lte.address,
-                down_kbit: raw.lte.down_kbit,
-                up_kbit: raw.lte.up_kbit,
-                gateway: raw.lte.gateway,
-            },
+            dsl: raw.dsl.into(),
+            lte: raw.lte.into(),
             congestion_control: raw.congestion_control,
             first_data_wait: Duration::from_millis(raw.first_data_wait_ms),
             hag_reply_timeout: Duration::from_millis(raw.hag_reply_timeout_ms),
@@ -536,24 +339,252 @@ impl Config {
 
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text)
+        Self::from_toml(&config_file::read(path)?)
+    }
+
+    /// One link's WAN settings.
+    pub fn wan(&self, link: Link) -> &Wan {
+        match link {
+            Link::Dsl => &self.dsl,
+            Link::Lte => &self.lte,
+        }
     }
 
     /// Which link a local address belongs to.
-    pub fn link_of(&self, ip: IpAddr) -> Option<&'static str> {
+    pub fn link_of(&self, ip: IpAddr) -> Option<Link> {
         let ip = ip.to_canonical();
-        if ip == self.dsl.address {
-            Some("dsl")
-        } else if ip == self.lte.address {
-            Some("lte")
-        } else {
-            None
+        Link::ALL.into_iter().find(|l| self.wan(*l).address == ip)
+    }
+}
+
+impl From<RawWan> for Wan {
+    fn from(w: RawWan) -> Self {
+        Self {
+            interface: w.interface,
+            address: w.address,
+            down_kbit: w.down_kbit,
+            up_kbit: w.up_kbit,
+            gateway: w.gateway,
         }
     }
+}
+
+/// Interface names go into nftables rules and netlink: a short, plain name.
+fn check_interfaces(t: &Text<'_>, raw: &Raw) -> Result<(), ConfigError> {
+    for (key, name) in [
+        ("lan_interface", &raw.lan_interface),
+        ("dsl.interface", &raw.dsl.interface),
+        ("lte.interface", &raw.lte.interface),
+    ] {
+        if name.is_empty()
+            || name.len() > 15
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(t.invalid(key, format!("{name:?} is not an interface name")));
+        }
+    }
+    Ok(())
+}
+
+/// Addresses, ports, timeouts, marks and buffers of the connections to the
+/// HAG.
+fn check_connection(t: &Text<'_>, raw: &Raw) -> Result<(), ConfigError> {
+    if raw.dsl.address == raw.lte.address {
+        return Err(t.invalid("lte.address", "dsl.address and lte.address must differ"));
+    }
+    if raw.intercept_port == 0 {
+        return Err(t.invalid("intercept_port", "ports must not be 0"));
+    }
+    if raw.hag.port() == 0 {
+        return Err(t.invalid("hag", "ports must not be 0"));
+    }
+    if raw.first_data_wait_ms > 1_000 {
+        return Err(t.invalid(
+            "first_data_wait_ms",
+            "above 1000 would delay every connection",
+        ));
+    }
+    for (key, value) in [
+        ("hag_reply_timeout_ms", raw.hag_reply_timeout_ms),
+        ("idle_timeout_secs", raw.idle_timeout_secs),
+    ] {
+        if value == 0 {
+            return Err(t.invalid(key, "timeouts must be greater than zero"));
+        }
+    }
+    if raw.fwmark == 0 {
+        return Err(t.invalid("fwmark", "must be non-zero"));
+    }
+    if raw.route_table == 0 || (252..=255).contains(&raw.route_table) {
+        return Err(t.invalid("route_table", "must not be 0 or 252..255 (reserved tables)"));
+    }
+    if raw.mptcp_rcvbuf_bytes != 0 && !(65_536..=256 << 20).contains(&raw.mptcp_rcvbuf_bytes) {
+        return Err(t.invalid(
+            "mptcp_rcvbuf_bytes",
+            "must be 0 or between 65536 and 268435456",
+        ));
+    }
+    Ok(())
+}
+
+/// The subscriber credential: hex, whole 32-bit words (the Cookie TLV's
+/// length is in words), at most 512 bytes.
+fn cookie(t: &Text<'_>, text: Option<&str>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match hex::decode(text) {
+        Ok(b) if !b.is_empty() && b.len() % 4 == 0 && b.len() <= 512 => Ok(Some(b)),
+        _ => Err(t.invalid("cookie", "must be hex, a multiple of 4 bytes, at most 512")),
+    }
+}
+
+fn steering(t: &Text<'_>, raw: &Raw) -> Result<Steering, ConfigError> {
+    let st = &raw.steering;
+    let mode: SteeringMode = st
+        .mode
+        .parse()
+        .map_err(|e: hybrid::UnknownName| t.invalid("steering.mode", e.to_string()))?;
+    if mode == SteeringMode::Priority && (raw.dsl.down_kbit == 0 || raw.dsl.up_kbit == 0) {
+        return Err(t.invalid(
+            "steering.mode",
+            "\"priority\" (the default) needs the fixed line's rates (dsl.down_kbit, dsl.up_kbit: its sync rate) to know when it is full",
+        ));
+    }
+    if !(50..=5_000).contains(&st.probe_interval_ms) {
+        return Err(t.invalid("steering.probe_interval_ms", "must be 50..=5000"));
+    }
+    if st.down_after_ms < 2 * st.probe_interval_ms || st.down_after_ms > 60_000 {
+        return Err(t.invalid(
+            "steering.down_after_ms",
+            "must be at least two probe intervals, and at most 60000",
+        ));
+    }
+    if st.up_after_probes == 0 {
+        return Err(t.invalid("steering.up_after_probes", "must be at least 1"));
+    }
+    if !(0.1..=1.0).contains(&st.overflow_on) {
+        return Err(t.invalid("steering.overflow_on", "must be 0.1..=1.0"));
+    }
+    if !(0.05..=1.0).contains(&st.overflow_off) || st.overflow_off >= st.overflow_on {
+        return Err(t.invalid(
+            "steering.overflow_off",
+            "must be 0.05..=1.0 and below overflow_on",
+        ));
+    }
+    Ok(Steering {
+        mode,
+        probe_target: st.probes.then(|| st.probe_target.unwrap_or(raw.hag)),
+        health: crate::health::HealthConfig {
+            interval: Duration::from_millis(st.probe_interval_ms),
+            down_after: Duration::from_millis(st.down_after_ms),
+            up_after: st.up_after_probes,
+        },
+        overflow: crate::health::Overflow {
+            on: st.overflow_on,
+            off: st.overflow_off,
+            // Samples of `paths::LOAD_SAMPLE` (50 ms): full for 100 ms
+            // brings the mobile link in, a second under `off` lets it go.
+            on_samples: 2,
+            off_samples: 20,
+        },
+    })
+}
+
+fn budget(t: &Text<'_>, raw: Option<&RawBudget>) -> Result<Option<Budget>, ConfigError> {
+    let Some(b) = raw else {
+        return Ok(None);
+    };
+    if b.mobile_bytes == 0 {
+        return Err(t.invalid("budget.mobile_bytes", "must be > 0"));
+    }
+    if !(1..=28).contains(&b.reset_day) {
+        return Err(t.invalid("budget.reset_day", "must be 1..=28"));
+    }
+    if b.state_file.file_name().is_none() {
+        return Err(t.invalid("budget.state_file", "must name a file"));
+    }
+    Ok(Some(Budget {
+        limit_bytes: b.mobile_bytes,
+        reset_day: b.reset_day,
+        state_path: b.state_file.clone(),
+    }))
+}
+
+fn bypass(t: &Text<'_>, raw: &Raw) -> Result<Vec<Bypass>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, b) in raw.bypass.iter().enumerate() {
+        let key = |k: &str| format!("bypass[{i}].{k}");
+        let link = match b.link.as_str() {
+            "any" => Pin::Any,
+            other => match other.parse::<Link>() {
+                Ok(Link::Dsl) => Pin::Dsl,
+                Ok(Link::Lte) => Pin::Lte,
+                Err(_) => {
+                    return Err(t.invalid(
+                        &key("link"),
+                        format!("bypass {:?}: {other:?}: expected any, dsl or lte", b.name),
+                    ))
+                }
+            },
+        };
+        if b.name.is_empty()
+            || b.name.len() > 32
+            || !b
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+        {
+            return Err(t.invalid(
+                &key("name"),
+                format!("{:?}: 1 to 32 letters, digits, - or _", b.name),
+            ));
+        }
+        if b.destinations.is_empty() && b.ports.is_empty() && b.dscp.is_empty() {
+            return Err(t.invalid(
+                &key("name"),
+                format!("bypass {:?}: give destinations, ports or dscp", b.name),
+            ));
+        }
+        let v4 = b.destinations.iter().filter(|n| n.addr().is_ipv4()).count();
+        if v4 != 0 && v4 != b.destinations.len() {
+            return Err(t.invalid(
+                &key("destinations"),
+                format!(
+                    "bypass {:?}: destinations mix IPv4 and IPv6; use one rule per family",
+                    b.name
+                ),
+            ));
+        }
+        if b.ports.contains(&0) {
+            return Err(t.invalid(
+                &key("ports"),
+                format!("bypass {:?}: ports must be non-zero", b.name),
+            ));
+        }
+        if b.dscp.iter().any(|d| *d > 63) {
+            return Err(t.invalid(
+                &key("dscp"),
+                format!("bypass {:?}: dscp must be 0..=63", b.name),
+            ));
+        }
+        if !raw.nat {
+            return Err(t.invalid(
+                "nat",
+                "bypass rules need nat = true (bypassed traffic is forwarded and NATed)",
+            ));
+        }
+        out.push(Bypass {
+            name: b.name.clone(),
+            destinations: b.destinations.clone(),
+            ports: b.ports.clone(),
+            dscp: b.dscp.clone(),
+            link,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -576,7 +607,12 @@ address = "10.64.2.2"
     #[test]
     fn good_config() {
         let c = Config::from_toml(GOOD).unwrap();
-        assert_eq!(c.link_of("10.64.2.2".parse().unwrap()), Some("lte"));
+        assert_eq!(c.link_of("10.64.2.2".parse().unwrap()), Some(Link::Lte));
+        assert_eq!(
+            c.link_of("::ffff:10.64.1.2".parse().unwrap()),
+            Some(Link::Dsl)
+        );
+        assert_eq!(c.link_of("10.64.3.2".parse().unwrap()), None);
         assert_eq!(c.first_data_wait, Duration::from_millis(10));
     }
 
@@ -592,7 +628,7 @@ address = "10.64.2.2"
     #[test]
     fn steering_defaults_and_checks() {
         let c = Config::from_toml(GOOD).unwrap();
-        assert_eq!(c.steering.mode, crate::health::Mode::Priority);
+        assert_eq!(c.steering.mode, SteeringMode::Priority);
         assert_eq!(c.steering.probe_target, Some(c.hag));
         // Priority needs the fixed line's rates.
         let no_rates = GOOD.replace("down_kbit = 8000\n", "");
@@ -600,7 +636,7 @@ address = "10.64.2.2"
         assert!(e.contains("dsl.down_kbit"), "{e}");
         let agg = format!("{no_rates}[steering]\nmode = \"aggregate\"\nprobes = false\n");
         let c = Config::from_toml(&agg).unwrap();
-        assert_eq!(c.steering.mode, crate::health::Mode::Aggregate);
+        assert_eq!(c.steering.mode, SteeringMode::Aggregate);
         assert_eq!(c.steering.probe_target, None);
         for bad in [
             "mode = \"bonding\"",
@@ -621,5 +657,52 @@ address = "10.64.2.2"
         let bad = format!("{GOOD}\nbogus = 1\n");
         let e = Config::from_toml(&bad).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    /// The line and key an error names.
+    fn where_(text: &str) -> (String, Option<usize>) {
+        let e = Config::from_toml(text).unwrap_err();
+        let i = e.invalid().unwrap_or_else(|| panic!("not Invalid: {e}"));
+        (i.key.clone(), i.line)
+    }
+
+    #[test]
+    fn semantic_errors_name_their_key_and_line() {
+        // GOOD has 11 lines (the first is empty): what follows is on 12.
+        assert_eq!(GOOD.lines().count(), 11);
+        let t = format!("{GOOD}[steering]\nprobes = true\nmode = \"prority\"\n");
+        assert_eq!(where_(&t), ("steering.mode".into(), Some(14)));
+        let e = Config::from_toml(&t).unwrap_err().to_string();
+        assert!(
+            e.contains("line 14, steering.mode: unknown steering mode \"prority\""),
+            "{e}"
+        );
+        let t = format!("{GOOD}[steering]\noverflow_on = 2.0\n");
+        assert_eq!(where_(&t), ("steering.overflow_on".into(), Some(13)));
+        let t = GOOD.replace("hag = ", "fwmark = 0\nhag = ");
+        assert_eq!(where_(&t), ("fwmark".into(), Some(3)));
+        let t = GOOD.replace("hag = ", "cookie = \"abc\"\nhag = ");
+        assert_eq!(where_(&t), ("cookie".into(), Some(3)));
+        let t = format!(
+            "{GOOD}[[bypass]]\nname = \"tv\"\nports = [1]\n[[bypass]]\nname = \"voip\"\nlink = \"dls\"\nports = [5060]\n"
+        );
+        assert_eq!(where_(&t), ("bypass[1].link".into(), Some(17)));
+        // A key left to its default has no line, but still its name.
+        let t = GOOD.replace("down_kbit = 8000\n", "");
+        assert_eq!(where_(&t), ("steering.mode".into(), None));
+    }
+
+    #[test]
+    fn cookies_are_hex_words() {
+        let with = |c: &str| {
+            Config::from_toml(&GOOD.replace("hag = ", &format!("cookie = \"{c}\"\nhag = ")))
+        };
+        assert_eq!(
+            with("0011AAff").unwrap().cookie,
+            Some(vec![0, 0x11, 0xaa, 0xff])
+        );
+        for bad in ["", "001122", "00112233x", "zz112233", &"00".repeat(516)] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
     }
 }

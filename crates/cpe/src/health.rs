@@ -18,6 +18,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use hybrid::SteeringMode;
+
 /// How probes are judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HealthConfig {
@@ -52,13 +54,30 @@ pub struct LinkHealth {
     jitter: f64,
 }
 
-/// What changed on a tick.
+/// What changed on a tick: a link went down or came back (a state change,
+/// not a direction of traffic).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
     /// The link stopped answering.
     Down,
     /// The link answers again.
     Up,
+}
+
+impl Transition {
+    /// The state entered, as in the `to` label of
+    /// `tandem_cpe_link_transitions_total`: `up` or `down`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Down => "down",
+            Self::Up => "up",
+        }
+    }
+
+    /// Whether the link is up after it.
+    pub fn is_up(self) -> bool {
+        self == Self::Up
+    }
 }
 
 impl LinkHealth {
@@ -193,40 +212,6 @@ impl LinkHealth {
     }
 }
 
-/// When the mobile link carries traffic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// Fixed line first; the mobile link takes only the overflow once the
-    /// fixed line is full (BBF "least costly network first", ATSSS
-    /// priority-based).
-    Priority,
-    /// Both links always (lowest round-trip time first).
-    Aggregate,
-    /// The mobile link only when the fixed line is down.
-    ActiveStandby,
-}
-
-impl Mode {
-    /// The configuration name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Priority => "priority",
-            Self::Aggregate => "aggregate",
-            Self::ActiveStandby => "active-standby",
-        }
-    }
-
-    /// Parses a configuration name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "priority" => Some(Self::Priority),
-            "aggregate" => Some(Self::Aggregate),
-            "active-standby" => Some(Self::ActiveStandby),
-            _ => None,
-        }
-    }
-}
-
 /// The `priority` mode's thresholds, as shares of the fixed line's rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Overflow {
@@ -258,7 +243,7 @@ pub struct Load {
 /// Decides whether the mobile link is standby (backup priority).
 #[derive(Debug)]
 pub struct Steering {
-    mode: Mode,
+    mode: SteeringMode,
     thresholds: Overflow,
     /// The fixed line's rates, bytes per second (down, up).
     capacity: (f64, f64),
@@ -268,7 +253,7 @@ pub struct Steering {
 
 impl Steering {
     /// `capacity_bps`: the fixed line's (down, up) rate in bytes per second.
-    pub fn new(mode: Mode, thresholds: Overflow, capacity_bps: (f64, f64)) -> Self {
+    pub fn new(mode: SteeringMode, thresholds: Overflow, capacity_bps: (f64, f64)) -> Self {
         Self {
             mode,
             thresholds,
@@ -279,12 +264,12 @@ impl Steering {
     }
 
     /// The mode.
-    pub fn mode(&self) -> Mode {
+    pub fn mode(&self) -> SteeringMode {
         self.mode
     }
 
     /// Changes the mode (reload); the overflow state starts again.
-    pub fn set_mode(&mut self, mode: Mode, thresholds: Overflow, capacity_bps: (f64, f64)) {
+    pub fn set_mode(&mut self, mode: SteeringMode, thresholds: Overflow, capacity_bps: (f64, f64)) {
         if (mode, thresholds, capacity_bps) != (self.mode, self.thresholds, self.capacity) {
             *self = Self::new(mode, thresholds, capacity_bps);
         }
@@ -324,9 +309,9 @@ impl Steering {
             return true;
         }
         match self.mode {
-            Mode::Aggregate => false,
-            Mode::ActiveStandby => true,
-            Mode::Priority => !self.overflowing,
+            SteeringMode::Aggregate => false,
+            SteeringMode::ActiveStandby => true,
+            SteeringMode::Priority => !self.overflowing,
         }
     }
 }
@@ -543,7 +528,7 @@ mod tests {
 
     #[test]
     fn priority_keeps_mobile_standby_below_the_threshold() {
-        let mut s = Steering::new(Mode::Priority, T, CAP);
+        let mut s = Steering::new(SteeringMode::Priority, T, CAP);
         for _ in 0..100 {
             s.observe(load(0.8e6, 0.0));
             assert!(s.mobile_standby(false));
@@ -552,7 +537,7 @@ mod tests {
 
     #[test]
     fn priority_brings_mobile_in_when_full_and_out_when_load_fits() {
-        let mut s = Steering::new(Mode::Priority, T, CAP);
+        let mut s = Steering::new(SteeringMode::Priority, T, CAP);
         s.observe(load(0.98e6, 0.0));
         assert!(s.mobile_standby(false), "one sample is not enough");
         s.observe(load(0.98e6, 0.0));
@@ -581,17 +566,15 @@ mod tests {
 
     #[test]
     fn modes_and_budget() {
-        let mut s = Steering::new(Mode::Aggregate, T, CAP);
+        let mut s = Steering::new(SteeringMode::Aggregate, T, CAP);
         assert!(!s.mobile_standby(false));
         assert!(s.mobile_standby(true), "a spent budget means standby");
-        s.set_mode(Mode::ActiveStandby, T, CAP);
+        s.set_mode(SteeringMode::ActiveStandby, T, CAP);
         assert!(s.mobile_standby(false));
         s.observe(load(1e6, 0.0));
         s.observe(load(1e6, 0.0));
         assert!(s.mobile_standby(false), "active-standby ignores load");
-        for m in [Mode::Priority, Mode::Aggregate, Mode::ActiveStandby] {
-            assert_eq!(Mode::parse(m.name()), Some(m));
-        }
-        assert_eq!(Mode::parse("bonding"), None);
+        assert_eq!(Transition::Up.name(), "up");
+        assert_eq!(Transition::Down.name(), "down");
     }
 }

@@ -6,29 +6,43 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// Label: a link and a direction.
+use hybrid::{Direction, Link};
+
+use crate::health::Transition;
+
+/// Label: a link and a direction of traffic.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LinkLabel {
-    /// "dsl" or "lte".
-    pub link: String,
-    /// "up" (sent by the CPE) or "down" (received).
-    pub direction: String,
+pub struct BytesLabel {
+    /// [`Link::name`]: "dsl" or "lte".
+    pub link: &'static str,
+    /// [`Direction::name`]: "upstream" (sent by the CPE) or "downstream"
+    /// (received).
+    pub direction: &'static str,
+}
+
+impl BytesLabel {
+    fn new(link: Link, direction: Direction) -> Self {
+        Self {
+            link: link.name(),
+            direction: direction.name(),
+        }
+    }
 }
 
 /// Label: a link.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Link {
-    /// "dsl" or "lte".
-    pub link: String,
+pub struct LinkLabel {
+    /// [`Link::name`]: "dsl" or "lte".
+    pub link: &'static str,
 }
 
 /// Label: a link and the state it entered.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabel {
-    /// "dsl" or "lte".
-    pub link: String,
-    /// "up" or "down".
-    pub to: String,
+    /// [`Link::name`]: "dsl" or "lte".
+    pub link: &'static str,
+    /// [`Transition::name`]: "up" or "down".
+    pub to: &'static str,
 }
 
 /// A gauge holding a float.
@@ -59,24 +73,24 @@ pub struct Metrics {
     pub hag_reachable: Gauge,
     /// Payload bytes per link and direction, from the kernel's per-subflow
     /// counters (`MPTCP_TCPINFO`).
-    pub link_bytes: Family<LinkLabel, Counter>,
+    pub link_bytes: Family<BytesLabel, Counter>,
     /// Connections that used more than one subflow.
     pub multipath_connections: Counter,
     /// Connections whose Convert message went in the SYN (Fast Open).
     pub syn_data: Counter,
     /// 1 while a link answers its probes.
-    pub link_up: Family<Link, Gauge>,
+    pub link_up: Family<LinkLabel, Gauge>,
     /// Smoothed probe round-trip time per link.
-    pub link_rtt_seconds: Family<Link, FloatGauge>,
+    pub link_rtt_seconds: Family<LinkLabel, FloatGauge>,
     /// Probe round-trip time mean deviation per link.
-    pub link_jitter_seconds: Family<Link, FloatGauge>,
+    pub link_jitter_seconds: Family<LinkLabel, FloatGauge>,
     /// Share of the last 50 probes that got no reply, per link.
-    pub link_loss_ratio: Family<Link, FloatGauge>,
+    pub link_loss_ratio: Family<LinkLabel, FloatGauge>,
     /// Link state changes.
     pub link_transitions: Family<TransitionLabel, Counter>,
     /// Bytes through each WAN interface (all traffic, kernel interface
-    /// counters), "down" received, "up" sent.
-    pub wan_bytes: Family<LinkLabel, Counter>,
+    /// counters), "downstream" received, "upstream" sent.
+    pub wan_bytes: Family<BytesLabel, Counter>,
     /// 1 while the mobile link is standby (backup priority).
     pub mobile_standby: Gauge,
     /// 1 while the fixed line is full and the mobile link takes the
@@ -228,31 +242,26 @@ impl Metrics {
         out
     }
 
-    /// Adds bytes to a link's counter.
-    pub fn add_link_bytes(&self, link: &str, direction: &str, n: u64) {
+    /// Adds payload bytes to a link's counter.
+    pub fn add_link_bytes(&self, link: Link, direction: Direction, n: u64) {
         self.link_bytes
-            .get_or_create(&LinkLabel {
-                link: link.to_string(),
-                direction: direction.to_string(),
-            })
+            .get_or_create(&BytesLabel::new(link, direction))
             .inc_by(n);
     }
 
-    fn link(l: &str) -> Link {
-        Link {
-            link: l.to_string(),
-        }
+    fn link(l: Link) -> LinkLabel {
+        LinkLabel { link: l.name() }
     }
 
     /// Sets a link's up/down gauge.
-    pub fn set_link_up(&self, link: &str, up: bool) {
+    pub fn set_link_up(&self, link: Link, up: bool) {
         self.link_up
             .get_or_create(&Self::link(link))
             .set(i64::from(up));
     }
 
     /// Sets a link's probe figures.
-    pub fn set_link_health(&self, link: &str, rtt: Option<f64>, jitter: f64, loss: f64) {
+    pub fn set_link_health(&self, link: Link, rtt: Option<f64>, jitter: f64, loss: f64) {
         let l = Self::link(link);
         if let Some(r) = rtt {
             self.link_rtt_seconds.get_or_create(&l).set(r);
@@ -262,23 +271,20 @@ impl Metrics {
     }
 
     /// Counts a state change.
-    pub fn count_transition(&self, link: &str, to: &str) {
+    pub fn count_transition(&self, link: Link, to: Transition) {
         self.link_transitions
             .get_or_create(&TransitionLabel {
-                link: link.to_string(),
-                to: to.to_string(),
+                link: link.name(),
+                to: to.name(),
             })
             .inc();
     }
 
-    /// Adds interface bytes (received, sent).
-    pub fn add_wan_bytes(&self, link: &str, rx: u64, tx: u64) {
-        for (direction, n) in [("down", rx), ("up", tx)] {
+    /// Adds interface bytes (received: downstream, sent: upstream).
+    pub fn add_wan_bytes(&self, link: Link, rx: u64, tx: u64) {
+        for (direction, n) in [(Direction::Downstream, rx), (Direction::Upstream, tx)] {
             self.wan_bytes
-                .get_or_create(&LinkLabel {
-                    link: link.to_string(),
-                    direction: direction.to_string(),
-                })
+                .get_or_create(&BytesLabel::new(link, direction))
                 .inc_by(n);
         }
     }
@@ -298,5 +304,29 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_the_shared_names() {
+        let m = Metrics::default();
+        m.add_link_bytes(Link::Lte, Direction::Upstream, 7);
+        m.add_wan_bytes(Link::Dsl, 3, 4);
+        m.count_transition(Link::Dsl, Transition::Down);
+        m.set_link_up(Link::Lte, true);
+        let text = m.render();
+        for line in [
+            "tandem_cpe_link_bytes_total{link=\"lte\",direction=\"upstream\"} 7",
+            "tandem_cpe_wan_bytes_total{link=\"dsl\",direction=\"downstream\"} 3",
+            "tandem_cpe_wan_bytes_total{link=\"dsl\",direction=\"upstream\"} 4",
+            "tandem_cpe_link_transitions_total{link=\"dsl\",to=\"down\"} 1",
+            "tandem_cpe_link_up{link=\"lte\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

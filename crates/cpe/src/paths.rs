@@ -29,15 +29,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hybrid::{Link, PerLink};
 use mptcp_sock::pm::{Endpoint, EndpointFlags, PathManager, PmError};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::budget::{BudgetConfig, Tracker};
-use crate::config::{Config, Steering as SteeringConfig};
+use crate::config::Config;
 use crate::health::{LinkHealth, Load, Steering, Transition};
 use crate::metrics::Metrics;
+use crate::wan::Forwarding;
 
 /// How often silence is judged.
 const CHECK: Duration = Duration::from_millis(50);
@@ -49,37 +51,51 @@ const CHECK: Duration = Duration::from_millis(50);
 /// two links' sum instead of the 98 % of `aggregate` (rural lab bench).
 pub(crate) const LOAD_SAMPLE: Duration = CHECK;
 
-/// The two access links, as indices.
-const LINKS: [&str; 2] = ["dsl", "lte"];
+/// How often a probe socket that could not be opened (a link whose address
+/// is missing: a modem not up yet) is tried again.
+const REOPEN_PROBES: Duration = Duration::from_secs(5);
+
+/// How often the budget is saved when nothing forces it.
+const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
 /// What the connections need to know of the links.
 #[derive(Debug)]
 pub struct PathState {
-    up: [AtomicBool; 2],
+    up: PerLink<AtomicBool>,
 }
 
 impl Default for PathState {
     fn default() -> Self {
         Self {
-            up: [AtomicBool::new(true), AtomicBool::new(true)],
+            up: PerLink::from_fn(|_| AtomicBool::new(true)),
         }
     }
 }
 
 impl PathState {
-    /// Whether link `i` (0: fixed, 1: mobile) is up.
-    pub fn is_up(&self, i: usize) -> bool {
-        self.up[i].load(Ordering::Relaxed)
+    /// Whether `link` answers its probes (both are up until probed).
+    pub fn is_up(&self, link: Link) -> bool {
+        self.up[link].load(Ordering::Relaxed)
     }
 
-    /// The address a new connection's first subflow leaves from: the fixed
-    /// line unless it is down and the mobile link up.
-    pub fn bind_address(&self, c: &Config) -> IpAddr {
-        if !self.is_up(0) && self.is_up(1) {
-            c.lte.address
+    fn set_up(&self, link: Link, up: bool) {
+        self.up[link].store(up, Ordering::Relaxed);
+    }
+
+    /// The link new connections (and the LAN's forwarded traffic) start on:
+    /// the fixed line unless it is down and the mobile link up.
+    pub fn active_link(&self) -> Link {
+        if !self.is_up(Link::Dsl) && self.is_up(Link::Lte) {
+            Link::Lte
         } else {
-            c.dsl.address
+            Link::Dsl
         }
+    }
+
+    /// The address a new connection's first subflow leaves from (that of
+    /// [`PathState::active_link`]).
+    pub fn bind_address(&self, c: &Config) -> IpAddr {
+        c.wan(self.active_link()).address
     }
 }
 
@@ -135,10 +151,331 @@ fn parse_net_dev(text: &str, dev: &str) -> Option<(u64, u64)> {
     })
 }
 
+// ---------------------------------------------------------------------------
+// Probes
+
+/// One link's prober: its socket (bound to the link's address, so the
+/// policy routes send it out of that link), its health and its schedule.
+#[derive(Debug)]
+struct LinkProbe {
+    sock: Option<UdpSocket>,
+    buf: [u8; 64],
+    health: LinkHealth,
+    next: Instant,
+}
+
+impl LinkProbe {
+    async fn recv(&mut self) -> std::io::Result<usize> {
+        match &self.sock {
+            Some(s) => s.recv(&mut self.buf).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Probes both links ([`relay::probe`]) and judges their health
+/// ([`LinkHealth`]): probes out on each link's schedule, replies in.
+#[derive(Debug)]
+struct Prober {
+    nonce: u32,
+    links: PerLink<LinkProbe>,
+    last_open: Instant,
+}
+
+impl Prober {
+    /// Opens the probe sockets; a link whose socket cannot be opened is
+    /// taken as up until it can be probed.
+    async fn open(c: &Config, now: Instant) -> Self {
+        let mut p = Self {
+            nonce: rand_nonce(),
+            links: PerLink::from_fn(|_| LinkProbe {
+                sock: None,
+                buf: [0; 64],
+                health: LinkHealth::new(c.steering.health, now),
+                next: now,
+            }),
+            last_open: Instant::now(),
+        };
+        p.open_missing(c, true).await;
+        p
+    }
+
+    /// Opens the missing probe sockets (when probes are on).
+    async fn open_missing(&mut self, c: &Config, first: bool) {
+        let Some(target) = c.steering.probe_target else {
+            return;
+        };
+        for (link, p) in self.links.iter_mut() {
+            if p.sock.is_some() {
+                continue;
+            }
+            match probe_socket(c.wan(link).address, target).await {
+                Ok(s) => {
+                    if !first {
+                        info!(%link, "probing the link");
+                    }
+                    p.sock = Some(s);
+                }
+                Err(e) if first => {
+                    warn!(
+                        %link,
+                        "probe socket: {e}; the link is taken as up until it can be probed"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// A link whose address was missing at start (a modem not up yet) is
+    /// probed once it appears.
+    async fn reopen(&mut self, c: &Config, now: Instant) {
+        if self.links.iter().any(|(_, p)| p.sock.is_none())
+            && self.last_open.elapsed() >= REOPEN_PROBES
+        {
+            self.open_missing(c, false).await;
+            self.last_open = now;
+        }
+    }
+
+    /// Waits for a probe reply on either link and records it.
+    async fn receive(&mut self) {
+        let nonce = self.nonce;
+        let mut it = self.links.iter_mut();
+        let (Some((la, a)), Some((lb, b))) = (it.next(), it.next()) else {
+            return std::future::pending().await;
+        };
+        let (link, p, r) = tokio::select! {
+            r = a.recv() => (la, a, r),
+            r = b.recv() => (lb, b, r),
+        };
+        let Ok(n) = r else { return };
+        let Some(reply) = relay::probe::Probe::decode(&p.buf[..n]) else {
+            return;
+        };
+        if reply.nonce == nonce && reply.link == probe_link_id(link) {
+            p.health.reply(reply.seq, Instant::now());
+        }
+    }
+
+    /// Sends the probes that are due (each link on its own schedule, faster
+    /// while its replies are overdue) and judges each probed link at `now`.
+    fn tick(&mut self, now: Instant) -> PerLink<Option<Transition>> {
+        let nonce = self.nonce;
+        let mut out = PerLink::new(None, None);
+        for (link, p) in self.links.iter_mut() {
+            let Some(s) = &p.sock else { continue };
+            if now >= p.next {
+                let seq = p.health.sent(now);
+                p.next = now + p.health.probe_interval(now);
+                let probe = relay::probe::Probe {
+                    nonce,
+                    link: probe_link_id(link),
+                    seq,
+                };
+                // A send error (no route: the link is down) is a lost probe.
+                let _ = s.try_send(&probe.encode());
+            }
+            out[link] = p.health.tick(now);
+        }
+        out
+    }
+
+    /// The health of a link that is being probed.
+    fn health(&self, link: Link) -> Option<&LinkHealth> {
+        let p = &self.links[link];
+        p.sock.as_ref().map(|_| &p.health)
+    }
+}
+
+/// The link's number in the probe's wire format (0: fixed, 1: mobile).
+fn probe_link_id(link: Link) -> u8 {
+    u8::from(!link.is_fixed())
+}
+
+/// One probe socket per link, bound to the link's address (the policy
+/// routes send it out of that link).
+async fn probe_socket(addr: IpAddr, target: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = UdpSocket::bind(SocketAddr::new(addr, 0)).await?;
+    s.connect(target).await?;
+    Ok(s)
+}
+
+fn rand_nonce() -> u32 {
+    getrandom::u32().unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        t ^ std::process::id()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// WAN byte counters
+
+/// The WAN interfaces' byte counters (`/proc/net/dev`): the steering's load
+/// and the `wan_bytes` metric.
+#[derive(Debug)]
+struct WanCounters {
+    last: PerLink<Option<(u64, u64)>>,
+    last_sample: Instant,
+}
+
+impl WanCounters {
+    fn open(c: &Config) -> Self {
+        Self {
+            last: PerLink::from_fn(|l| interface_bytes(&c.wan(l).interface)),
+            last_sample: Instant::now(),
+        }
+    }
+
+    /// Reads the counters at `now`: the cumulative (received, sent) bytes
+    /// of each interface, and the rates since the last sample.
+    fn sample(
+        &mut self,
+        c: &Config,
+        now: Instant,
+        m: &Metrics,
+    ) -> (PerLink<Option<(u64, u64)>>, Load) {
+        let dt = now.duration_since(self.last_sample).as_secs_f64().max(1e-3);
+        self.last_sample = now;
+        let counts = {
+            let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+            PerLink::from_fn(|l| parse_net_dev(&text, &c.wan(l).interface))
+        };
+        let mut rates = PerLink::new((0.0, 0.0), (0.0, 0.0));
+        for (link, rate) in rates.iter_mut() {
+            if let (Some(new), Some(old)) = (counts[link], self.last[link]) {
+                let (rx, tx) = (new.0.saturating_sub(old.0), new.1.saturating_sub(old.1));
+                m.add_wan_bytes(link, rx, tx);
+                *rate = (rx as f64 / dt, tx as f64 / dt);
+            }
+        }
+        self.last = counts;
+        let load = Load {
+            dsl_down: rates[Link::Dsl].0,
+            dsl_up: rates[Link::Dsl].1,
+            lte_down: rates[Link::Lte].0,
+            lte_up: rates[Link::Lte].1,
+        };
+        (counts, load)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Budget
+
+/// The mobile budget as far as the path manager is concerned.
+#[derive(Debug)]
+enum Budget {
+    /// No budget configured.
+    Off,
+    /// Counting.
+    Tracking(Tracker),
+    /// Its state file could not be read: no count is guessed, the mobile
+    /// link stays standby (failover only) until the operator fixes it.
+    Unreadable,
+}
+
+/// Feeds the mobile interface's counter to the budget, saves it, and says
+/// whether it is spent.
+#[derive(Debug)]
+struct BudgetSampler {
+    budget: Budget,
+    clock: Clock,
+    last_persist: Instant,
+}
+
+impl BudgetSampler {
+    fn open(c: &Config, m: &Metrics) -> Self {
+        let clock = Clock::new();
+        Self {
+            budget: open_budget(c, &clock, m),
+            clock,
+            last_persist: Instant::now(),
+        }
+    }
+
+    /// Opens the budget again if `new` changes it (the count is saved
+    /// first, and read back if the state file is the same).
+    fn reload(&mut self, old: &Config, new: &Config, m: &Metrics) {
+        let changed = match (&new.budget, &old.budget) {
+            (Some(a), Some(b)) => {
+                a.limit_bytes != b.limit_bytes
+                    || a.reset_day != b.reset_day
+                    || a.state_path != b.state_path
+            }
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        if changed {
+            self.persist();
+            self.budget = open_budget(new, &self.clock, m);
+        }
+    }
+
+    /// Counts the mobile interface's bytes both ways (`counter`: its
+    /// cumulative received and sent bytes); returns whether the budget is
+    /// spent (or unreadable).
+    fn observe(&mut self, counter: Option<(u64, u64)>, m: &Metrics) -> bool {
+        let mut spent = matches!(self.budget, Budget::Unreadable);
+        if let (Budget::Tracking(t), Some((rx, tx))) = (&mut self.budget, counter) {
+            let o = t.observe(rx.saturating_add(tx), self.clock.now_ms());
+            if o.rolled_over {
+                info!(period = %o.period_label, "mobile budget: new period");
+            }
+            if o.exhausted && o.dirty {
+                warn!(used = o.used, limit = o.limit, "mobile budget spent: the mobile link is standby (failover only) until the period ends");
+            }
+            m.set_budget(o.limit, o.used, o.exhausted);
+            spent = o.exhausted;
+            if o.dirty || self.last_persist.elapsed() >= PERSIST_EVERY {
+                self.persist();
+                self.last_persist = Instant::now();
+            }
+        }
+        spent
+    }
+
+    fn persist(&self) {
+        if let Budget::Tracking(t) = &self.budget {
+            if let Err(e) = t.persist() {
+                warn!("saving the mobile budget: {e}");
+            }
+        }
+    }
+}
+
+fn open_budget(c: &Config, clock: &Clock, m: &Metrics) -> Budget {
+    let Some(b) = c.budget.as_ref() else {
+        return Budget::Off;
+    };
+    let cfg = BudgetConfig::new(b.limit_bytes, b.reset_day, b.state_path.clone());
+    match Tracker::open(cfg, clock.now_ms() / 1000) {
+        Ok(t) => {
+            info!(
+                period = %t.period().label,
+                used = t.used(),
+                limit = t.limit(),
+                "mobile budget"
+            );
+            m.set_budget(t.limit(), t.used(), false);
+            Budget::Tracking(t)
+        }
+        Err(e) => {
+            warn!("mobile budget: {e}; the mobile link is kept on standby (failover only)");
+            m.set_budget(b.limit_bytes, 0, true);
+            Budget::Unreadable
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Applying the decisions: MPTCP endpoints and forwarding
+
 /// The endpoints as the kernel has them (as far as we know).
 #[derive(Debug, Default)]
 struct Endpoints {
-    id: [Option<u8>; 2],
+    id: PerLink<Option<u8>>,
     mobile_backup: bool,
 }
 
@@ -160,15 +497,15 @@ fn endpoint(addr: IpAddr, backup: bool) -> Endpoint {
 /// one is backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Wanted {
-    present: [bool; 2],
+    present: PerLink<bool>,
     mobile_backup: bool,
 }
 
-fn wanted(up: [bool; 2], mobile_standby: bool) -> Wanted {
+fn wanted(up: PerLink<bool>, mobile_standby: bool) -> Wanted {
     // With both links silent, keep both: the probes may be what fails.
-    let none = !up[0] && !up[1];
+    let none = !up[Link::Dsl] && !up[Link::Lte];
     Wanted {
-        present: [up[0] || none, up[1] || none],
+        present: up.map(|_, u| u || none),
         mobile_backup: mobile_standby,
     }
 }
@@ -176,33 +513,34 @@ fn wanted(up: [bool; 2], mobile_standby: bool) -> Wanted {
 impl Endpoints {
     /// Brings the kernel's endpoints to `w`.
     async fn apply(&mut self, pm: &mut PathManager, c: &Config, w: Wanted) -> Result<(), PmError> {
-        let addrs = [c.dsl.address, c.lte.address];
-        let fixed_back = w.present[0] && self.id[0].is_none();
-        for i in 0..2 {
-            let backup = i == 1 && w.mobile_backup;
-            match (w.present[i], self.id[i]) {
+        let fixed_back = w.present[Link::Dsl] && self.id[Link::Dsl].is_none();
+        for link in Link::ALL {
+            let backup = !link.is_fixed() && w.mobile_backup;
+            match (w.present[link], self.id[link]) {
                 (true, None) => {
-                    let id = pm.ensure_endpoint(&endpoint(addrs[i], backup)).await?;
-                    self.id[i] = Some(id);
-                    if i == 1 {
+                    let id = pm
+                        .ensure_endpoint(&endpoint(c.wan(link).address, backup))
+                        .await?;
+                    self.id[link] = Some(id);
+                    if !link.is_fixed() {
                         self.mobile_backup = backup;
                     }
-                    info!(link = LINKS[i], endpoint = id, backup, "MPTCP endpoint added: the kernel opens a subflow on this link for every connection");
+                    info!(%link, endpoint = id, backup, "MPTCP endpoint added: the kernel opens a subflow on this link for every connection");
                 }
                 (false, Some(id)) => {
-                    self.id[i] = None;
+                    self.id[link] = None;
                     match pm.del_endpoint(id).await {
                         Ok(()) => {}
                         // Already gone (someone flushed them): that is what we want.
                         Err(e) if e.errno() == Some(libc_einval()) => {}
                         Err(e) => return Err(e),
                     }
-                    info!(link = LINKS[i], endpoint = id, "MPTCP endpoint removed: the link's subflows are closed, the other link carries on");
+                    info!(%link, endpoint = id, "MPTCP endpoint removed: the link's subflows are closed, the other link carries on");
                 }
                 _ => {}
             }
         }
-        if let Some(id) = self.id[1] {
+        if let Some(id) = self.id[Link::Lte] {
             if fixed_back && w.mobile_backup && self.mobile_backup {
                 // Connections opened while the fixed line was down started
                 // on the mobile link, and their first subflow is no backup.
@@ -244,7 +582,7 @@ async fn install(pm: &mut PathManager, c: &Config, standby: bool) -> Result<Endp
         pm,
         c,
         Wanted {
-            present: [true, true],
+            present: PerLink::new(true, true),
             mobile_backup: standby,
         },
     )
@@ -252,16 +590,82 @@ async fn install(pm: &mut PathManager, c: &Config, standby: bool) -> Result<Endp
     Ok(e)
 }
 
-/// One probe socket per link, bound to the link's address (the policy
-/// routes send it out of that link).
-async fn probe_socket(addr: IpAddr, target: SocketAddr) -> std::io::Result<UdpSocket> {
-    let s = UdpSocket::bind(SocketAddr::new(addr, 0)).await?;
-    s.connect(target).await?;
-    Ok(s)
+/// Carries the decisions out: the kernel's MPTCP endpoints (failover and
+/// the mobile link's backup priority) and the link the LAN's forwarded
+/// traffic (UDP, bypass) leaves on.
+struct Applier {
+    /// `None`: endpoints are not managed (configuration, or netlink failed).
+    pm: Option<PathManager>,
+    eps: Endpoints,
+    forwarding: Option<Forwarding>,
 }
 
-fn steering_of(c: &SteeringConfig, cfg: &Config) -> Steering {
-    Steering::new(c.mode, c.overflow, capacity(cfg))
+impl Applier {
+    async fn open(c: &Config, standby: bool, forwarding: Option<Forwarding>) -> Self {
+        let mut a = Self {
+            pm: None,
+            eps: Endpoints::default(),
+            forwarding,
+        };
+        if c.manage_mptcp_endpoints {
+            match PathManager::connect().await {
+                Ok(mut p) => match install(&mut p, c, standby).await {
+                    Ok(e) => {
+                        a.eps = e;
+                        a.pm = Some(p);
+                    }
+                    Err(e) => {
+                        warn!("configuring MPTCP endpoints: {e}; failover and steering are off");
+                    }
+                },
+                Err(e) => warn!("MPTCP path manager: {e}; failover and steering are off"),
+            }
+        }
+        a
+    }
+
+    /// Applies the links' state and the mobile link's standby; the
+    /// forwarding moves only when a link changed (`links_changed`).
+    async fn apply(&mut self, c: &Config, state: &PathState, standby: bool, links_changed: bool) {
+        if links_changed {
+            if let Some(f) = self.forwarding.as_mut() {
+                // `wan` counts links as indices (0: fixed, 1: mobile).
+                let active = usize::from(!state.active_link().is_fixed());
+                if let Err(e) = f.set_active(active).await {
+                    warn!("forwarding: {e}");
+                }
+            }
+        }
+        if let Some(p) = self.pm.as_mut() {
+            let w = wanted(PerLink::from_fn(|l| state.is_up(l)), standby);
+            if let Err(e) = self.eps.apply(p, c, w).await {
+                warn!("MPTCP path manager: {e}");
+                // Learn the kernel's view again next time.
+                self.eps = Endpoints::default();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The loop
+
+/// The path manager's parts, each with one concern; [`Paths::tick`] runs
+/// them in order.
+struct Paths {
+    c: Arc<Config>,
+    state: Arc<PathState>,
+    metrics: Arc<Metrics>,
+    prober: Prober,
+    wan: WanCounters,
+    steering: Steering,
+    budget: BudgetSampler,
+    applier: Applier,
+    next_sample: Instant,
+}
+
+fn steering_of(c: &Config) -> Steering {
+    Steering::new(c.steering.mode, c.steering.overflow, capacity(c))
 }
 
 fn capacity(c: &Config) -> (f64, f64) {
@@ -271,303 +675,145 @@ fn capacity(c: &Config) -> (f64, f64) {
     )
 }
 
+impl Paths {
+    async fn start(
+        c: Arc<Config>,
+        state: Arc<PathState>,
+        metrics: Arc<Metrics>,
+        forwarding: Option<Forwarding>,
+    ) -> Self {
+        let steering = steering_of(&c);
+        let budget = BudgetSampler::open(&c, &metrics);
+        let applier = Applier::open(&c, steering.mobile_standby(false), forwarding).await;
+        let prober = Prober::open(&c, Instant::now()).await;
+        let wan = WanCounters::open(&c);
+        for link in Link::ALL {
+            metrics.set_link_up(link, state.is_up(link));
+        }
+        metrics
+            .mobile_standby
+            .set(i64::from(steering.mobile_standby(false)));
+        Self {
+            c,
+            state,
+            metrics,
+            prober,
+            wan,
+            steering,
+            budget,
+            applier,
+            next_sample: Instant::now(),
+        }
+    }
+
+    /// Applies a reloaded configuration: its steering (mode, thresholds,
+    /// the fixed line's rates) and its budget take effect at once. Probe
+    /// timing keeps the configuration the CPE started with.
+    fn apply_config(&mut self, new: Arc<Config>) {
+        self.steering
+            .set_mode(new.steering.mode, new.steering.overflow, capacity(&new));
+        self.budget.reload(&self.c, &new, &self.metrics);
+        self.c = new;
+        info!(mode = self.steering.mode().name(), "steering reloaded");
+    }
+
+    /// One tick of the check timer: probes and link states every tick,
+    /// then, every load sample or when a link changed, the load, the
+    /// budget, the steering decision and its application.
+    async fn tick(&mut self, now: Instant) {
+        self.prober.reopen(&self.c, now).await;
+        let sample_now = now >= self.next_sample;
+        if sample_now {
+            self.next_sample = now + LOAD_SAMPLE;
+        }
+        let changed = self.links(now);
+        if !sample_now && !changed {
+            return;
+        }
+        let (counts, load) = self.wan.sample(&self.c, now, &self.metrics);
+        self.steering.observe(load);
+        let spent = self.budget.observe(counts[Link::Lte], &self.metrics);
+        let standby = self.steering.mobile_standby(spent);
+        self.metrics.mobile_standby.set(i64::from(standby));
+        self.metrics
+            .overflow
+            .set(i64::from(self.steering.overflowing()));
+        self.applier
+            .apply(&self.c, &self.state, standby, changed)
+            .await;
+    }
+
+    /// Probes, and records the links' state changes (state, metrics, log);
+    /// returns whether a link changed.
+    fn links(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for (link, t) in self.prober.tick(now).iter() {
+            if let Some(t) = *t {
+                changed = true;
+                self.state.set_up(link, t.is_up());
+                self.metrics.set_link_up(link, t.is_up());
+                self.metrics.count_transition(link, t);
+                match t {
+                    Transition::Up => info!(%link, "link up: probes answered again"),
+                    Transition::Down => warn!(
+                        %link,
+                        after_ms = self.c.steering.health.down_after.as_millis() as u64,
+                        "link down: no probe reply"
+                    ),
+                }
+            }
+            if let Some(h) = self.prober.health(link) {
+                self.metrics.set_link_health(
+                    link,
+                    h.rtt().map(|d| d.as_secs_f64()),
+                    h.jitter_secs(),
+                    h.loss(),
+                );
+            }
+        }
+        changed
+    }
+
+    /// Saves the budget and hands the forwarding back.
+    fn finish(self) -> Option<Forwarding> {
+        self.budget.persist();
+        self.applier.forwarding
+    }
+}
+
 /// Runs until `stop` turns true; `configs` brings reloaded configurations
-/// (their steering and budget apply at once). Moves `forwarding` (the
-/// LAN's UDP and bypassed traffic) to the link that is up, and hands it back
-/// at exit. Endpoints are left in place at exit (connections keep running
-/// while the CPE restarts).
+/// (their steering and budget apply at once, [`Paths::apply_config`]).
+/// Moves `forwarding` (the LAN's UDP and bypassed traffic) to the link that
+/// is up, and hands it back at exit. Endpoints are left in place at exit
+/// (connections keep running while the CPE restarts).
 pub async fn run(
     config: Arc<Config>,
     mut configs: watch::Receiver<Arc<Config>>,
     state: Arc<PathState>,
     metrics: Arc<Metrics>,
-    mut forwarding: Option<crate::wan::Forwarding>,
+    forwarding: Option<Forwarding>,
     mut stop: watch::Receiver<bool>,
-) -> Option<crate::wan::Forwarding> {
-    let mut c = config;
-    let clock = Clock::new();
-    let nonce: u32 = rand_nonce();
-    let mut steering = steering_of(&c.steering, &c);
-    let mut budget = open_budget(&c, &clock, &metrics);
-    let mut pm = None;
-    let mut eps = Endpoints::default();
-    if c.manage_mptcp_endpoints {
-        match PathManager::connect().await {
-            Ok(mut p) => match install(&mut p, &c, steering.mobile_standby(false)).await {
-                Ok(e) => {
-                    eps = e;
-                    pm = Some(p);
-                }
-                Err(e) => warn!("configuring MPTCP endpoints: {e}; failover and steering are off"),
-            },
-            Err(e) => warn!("MPTCP path manager: {e}; failover and steering are off"),
-        }
-    }
-    let mut socks: [Option<UdpSocket>; 2] = [None, None];
-    open_probes(&c, &mut socks, true).await;
-    let mut last_open = Instant::now();
-    let now = Instant::now();
-    let mut health = [
-        LinkHealth::new(c.steering.health, now),
-        LinkHealth::new(c.steering.health, now),
-    ];
-    let devs = |c: &Config| [c.dsl.interface.clone(), c.lte.interface.clone()];
-    let mut last_counts: [Option<(u64, u64)>; 2] = devs(&c).map(|d| interface_bytes(&d));
-    let mut last_sample = Instant::now();
-    let mut last_persist = Instant::now();
+) -> Option<Forwarding> {
     // Silence is judged every 50 ms (a link is declared down within 50 ms
-    // of `down_after`), probes and load samples go every probe interval.
-    let mut ticker = tokio::time::interval(CHECK.min(c.steering.health.interval));
+    // of `down_after`), probes go on each link's schedule, load samples
+    // every `LOAD_SAMPLE`.
+    let check = CHECK.min(config.steering.health.interval);
+    let mut paths = Paths::start(config, state, metrics, forwarding).await;
+    let mut ticker = tokio::time::interval(check);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_sample = Instant::now();
-    let mut next_probe = [Instant::now(); 2];
-    let (mut buf0, mut buf1) = ([0u8; 64], [0u8; 64]);
-    for (i, l) in LINKS.iter().enumerate() {
-        metrics.set_link_up(l, state.is_up(i));
-    }
-    metrics
-        .mobile_standby
-        .set(i64::from(steering.mobile_standby(false)));
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             r = configs.changed() => {
                 if r.is_err() { break; }
                 let new = configs.borrow_and_update().clone();
-                steering.set_mode(new.steering.mode, new.steering.overflow, capacity(&new));
-                let budget_changed = match (&new.budget, &c.budget) {
-                    (Some(a), Some(b)) => a.limit_bytes != b.limit_bytes || a.reset_day != b.reset_day || a.state_path != b.state_path,
-                    (a, b) => a.is_some() != b.is_some(),
-                };
-                c = new;
-                if budget_changed {
-                    budget.persist();
-                    budget = open_budget(&c, &clock, &metrics);
-                }
-                info!(mode = steering.mode().name(), "steering reloaded");
+                paths.apply_config(new);
             }
-            r = recv(&socks[0], &mut buf0) => on_reply(r, &buf0, nonce, 0, &mut health),
-            r = recv(&socks[1], &mut buf1) => on_reply(r, &buf1, nonce, 1, &mut health),
-            _ = ticker.tick() => {
-                let now = Instant::now();
-                // A link whose address was missing at start (a modem not
-                // up yet) is probed once it appears.
-                if socks.iter().any(Option::is_none) && last_open.elapsed() >= Duration::from_secs(5) {
-                    open_probes(&c, &mut socks, false).await;
-                    last_open = now;
-                }
-                let sample_now = now >= next_sample;
-                if sample_now {
-                    next_sample = now + LOAD_SAMPLE;
-                }
-                // Probes, each link on its own schedule (faster while its
-                // replies are overdue).
-                let mut changed = false;
-                for i in 0..2 {
-                    let Some(s) = &socks[i] else { continue };
-                    if now >= next_probe[i] {
-                        let seq = health[i].sent(now);
-                        next_probe[i] = now + health[i].probe_interval(now);
-                        let p = relay::probe::Probe { nonce, link: i as u8, seq };
-                        // A send error (no route: the link is down) is a lost probe.
-                        let _ = s.try_send(&p.encode());
-                    }
-                    if let Some(t) = health[i].tick(now) {
-                        changed = true;
-                        let up = t == Transition::Up;
-                        state.up[i].store(up, Ordering::Relaxed);
-                        metrics.set_link_up(LINKS[i], up);
-                        metrics.count_transition(LINKS[i], if up { "up" } else { "down" });
-                        if up {
-                            info!(link = LINKS[i], "link up: probes answered again");
-                        } else {
-                            warn!(link = LINKS[i], after_ms = c.steering.health.down_after.as_millis() as u64, "link down: no probe reply");
-                        }
-                    }
-                    metrics.set_link_health(
-                        LINKS[i],
-                        health[i].rtt().map(|d| d.as_secs_f64()),
-                        health[i].jitter_secs(),
-                        health[i].loss(),
-                    );
-                }
-                if !sample_now && !changed {
-                    continue;
-                }
-                // Load.
-                let dt = now.duration_since(last_sample).as_secs_f64().max(1e-3);
-                last_sample = now;
-                let counts = {
-                    let text = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
-                    devs(&c).map(|d| parse_net_dev(&text, &d))
-                };
-                let mut rates = [(0.0, 0.0); 2];
-                for i in 0..2 {
-                    if let (Some(new), Some(old)) = (counts[i], last_counts[i]) {
-                        let (rx, tx) = (new.0.saturating_sub(old.0), new.1.saturating_sub(old.1));
-                        metrics.add_wan_bytes(LINKS[i], rx, tx);
-                        rates[i] = (rx as f64 / dt, tx as f64 / dt);
-                    }
-                }
-                last_counts = counts;
-                steering.observe(Load {
-                    dsl_down: rates[0].0,
-                    dsl_up: rates[0].1,
-                    lte_down: rates[1].0,
-                    lte_up: rates[1].1,
-                });
-                // Budget: the mobile interface's bytes both ways.
-                let mut spent = matches!(budget, Budget::Unreadable);
-                if let (Budget::Tracking(t), Some((rx, tx))) = (&mut budget, counts[1]) {
-                    let o = t.observe(rx.saturating_add(tx), clock.now_ms());
-                    if o.rolled_over {
-                        info!(period = %o.period_label, "mobile budget: new period");
-                    }
-                    if o.exhausted && o.dirty {
-                        warn!(used = o.used, limit = o.limit, "mobile budget spent: the mobile link is standby (failover only) until the period ends");
-                    }
-                    metrics.set_budget(o.limit, o.used, o.exhausted);
-                    spent = o.exhausted;
-                    if o.dirty || last_persist.elapsed() >= Duration::from_secs(5) {
-                        budget.persist();
-                        last_persist = Instant::now();
-                    }
-                }
-                let standby = steering.mobile_standby(spent);
-                metrics.mobile_standby.set(i64::from(standby));
-                metrics.overflow.set(i64::from(steering.overflowing()));
-                if changed {
-                    if let Some(f) = forwarding.as_mut() {
-                        // The fixed line unless it is down and the mobile up.
-                        let active = usize::from(!state.is_up(0) && state.is_up(1));
-                        if let Err(e) = f.set_active(active).await {
-                            warn!("forwarding: {e}");
-                        }
-                    }
-                }
-                if let Some(p) = pm.as_mut() {
-                    let w = wanted([state.is_up(0), state.is_up(1)], standby);
-                    if let Err(e) = eps.apply(p, &c, w).await {
-                        warn!("MPTCP path manager: {e}");
-                        // Learn the kernel's view again next time.
-                        eps = Endpoints::default();
-                    }
-                }
-            }
+            () = paths.prober.receive() => {}
+            _ = ticker.tick() => paths.tick(Instant::now()).await,
         }
     }
-    budget.persist();
-    forwarding
-}
-
-/// Opens the missing probe sockets (when probes are on).
-async fn open_probes(c: &Config, socks: &mut [Option<UdpSocket>; 2], first: bool) {
-    let Some(target) = c.steering.probe_target else {
-        return;
-    };
-    for (i, addr) in [c.dsl.address, c.lte.address].into_iter().enumerate() {
-        if socks[i].is_some() {
-            continue;
-        }
-        match probe_socket(addr, target).await {
-            Ok(s) => {
-                if !first {
-                    info!(link = LINKS[i], "probing the link");
-                }
-                socks[i] = Some(s);
-            }
-            Err(e) if first => {
-                warn!(
-                    link = LINKS[i],
-                    "probe socket: {e}; the link is taken as up until it can be probed"
-                );
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-async fn recv(s: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<usize> {
-    match s {
-        Some(s) => s.recv(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn on_reply(
-    r: std::io::Result<usize>,
-    buf: &[u8],
-    nonce: u32,
-    link: usize,
-    health: &mut [LinkHealth; 2],
-) {
-    let Ok(n) = r else { return };
-    let Some(p) = relay::probe::Probe::decode(&buf[..n]) else {
-        return;
-    };
-    if p.nonce == nonce && usize::from(p.link) == link {
-        health[link].reply(p.seq, Instant::now());
-    }
-}
-
-/// The mobile budget as far as the path manager is concerned.
-#[derive(Debug)]
-enum Budget {
-    /// No budget configured.
-    Off,
-    /// Counting.
-    Tracking(Tracker),
-    /// Its state file could not be read: no count is guessed, the mobile
-    /// link stays standby (failover only) until the operator fixes it.
-    Unreadable,
-}
-
-impl Budget {
-    fn persist(&self) {
-        if let Self::Tracking(t) = self {
-            if let Err(e) = t.persist() {
-                warn!("saving the mobile budget: {e}");
-            }
-        }
-    }
-}
-
-fn open_budget(c: &Config, clock: &Clock, m: &Metrics) -> Budget {
-    let Some(b) = c.budget.as_ref() else {
-        return Budget::Off;
-    };
-    let cfg = BudgetConfig::new(b.limit_bytes, b.reset_day, b.state_path.clone());
-    match Tracker::open(cfg, clock.now_ms() / 1000) {
-        Ok(t) => {
-            info!(
-                period = %t.period().label,
-                used = t.used(),
-                limit = t.limit(),
-                "mobile budget"
-            );
-            m.set_budget(t.limit(), t.used(), false);
-            Budget::Tracking(t)
-        }
-        Err(e) => {
-            warn!("mobile budget: {e}; the mobile link is kept on standby (failover only)");
-            m.set_budget(b.limit_bytes, 0, true);
-            Budget::Unreadable
-        }
-    }
-}
-
-fn rand_nonce() -> u32 {
-    let mut b = [0u8; 4];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        return t ^ std::process::id();
-    }
-    u32::from_be_bytes(b)
+    paths.finish()
 }
 
 #[cfg(test)]
@@ -584,15 +830,35 @@ mod tests {
 
     #[test]
     fn wanted_endpoints() {
-        let w = wanted([true, true], true);
-        assert_eq!(w.present, [true, true]);
+        let both = PerLink::new(true, true);
+        let w = wanted(both, true);
+        assert_eq!(w.present, both);
         assert!(w.mobile_backup);
-        assert_eq!(wanted([false, true], true).present, [false, true]);
-        assert_eq!(wanted([true, false], false).present, [true, false]);
+        let lte_only = PerLink::new(false, true);
+        assert_eq!(wanted(lte_only, true).present, lte_only);
+        let dsl_only = PerLink::new(true, false);
+        assert_eq!(wanted(dsl_only, false).present, dsl_only);
         assert_eq!(
-            wanted([false, false], false).present,
-            [true, true],
+            wanted(PerLink::new(false, false), false).present,
+            both,
             "both silent: keep both"
         );
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    #[test]
+    fn new_connections_start_on_the_fixed_line_unless_only_mobile_is_up() {
+        let s = PathState::default();
+        assert_eq!(s.active_link(), Link::Dsl);
+        s.set_up(Link::Dsl, false);
+        assert_eq!(s.active_link(), Link::Lte);
+        s.set_up(Link::Lte, false);
+        assert_eq!(s.active_link(), Link::Dsl, "both down: the fixed line");
+        assert_eq!(probe_link_id(Link::Dsl), 0);
+        assert_eq!(probe_link_id(Link::Lte), 1);
     }
 }

@@ -162,19 +162,19 @@ fn download_upload_identical_both_links_and_zero_rtt() {
     };
     let dsl_down = metric(
         &cpe,
-        "tandem_cpe_link_bytes_total{link=\"dsl\",direction=\"down\"}",
+        "tandem_cpe_link_bytes_total{link=\"dsl\",direction=\"downstream\"}",
     );
     let lte_down = metric(
         &cpe,
-        "tandem_cpe_link_bytes_total{link=\"lte\",direction=\"down\"}",
+        "tandem_cpe_link_bytes_total{link=\"lte\",direction=\"downstream\"}",
     );
     let dsl_up = metric(
         &cpe,
-        "tandem_cpe_link_bytes_total{link=\"dsl\",direction=\"up\"}",
+        "tandem_cpe_link_bytes_total{link=\"dsl\",direction=\"upstream\"}",
     );
     let lte_up = metric(
         &cpe,
-        "tandem_cpe_link_bytes_total{link=\"lte\",direction=\"up\"}",
+        "tandem_cpe_link_bytes_total{link=\"lte\",direction=\"upstream\"}",
     );
     println!("subflow bytes: dsl down {dsl_down} up {dsl_up}, lte down {lte_down} up {lte_up}");
     assert!(

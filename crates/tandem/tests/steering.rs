@@ -252,7 +252,7 @@ fn failover_is_hitless_on_cuts_and_blackholes_of_either_link() {
         assert!(
             metric(
                 &cpe,
-                &format!("tandem_cpe_wan_bytes_total{{link=\"{link}\",direction=\"down\"}}")
+                &format!("tandem_cpe_wan_bytes_total{{link=\"{link}\",direction=\"downstream\"}}")
             ) > 10e6,
             "{cpe}"
         );
