@@ -187,7 +187,7 @@ impl Server {
     /// Runs the CPE until `shutdown` resolves; removes the interception on
     /// the way out. Each configuration received on `reload` (SIGHUP) applies
     /// to new connections and to the path manager (steering, budget) at
-    /// once ([`apply_reload`]); running connections are untouched. Changes
+    /// once (`apply_reload`); running connections are untouched. Changes
     /// to the interception itself (interfaces, ports, marks) need a restart.
     pub async fn serve(
         self,

@@ -23,6 +23,16 @@
 //!
 //! State changes are logged and exported as metrics (per link: up, RTT,
 //! jitter, loss, bytes).
+//!
+//! The parts, one concern each, driven by `Paths::tick` every 50 ms:
+//! `Prober` (probe sockets, schedule, replies, [`LinkHealth`] per link),
+//! `WanCounters` (`/proc/net/dev`: load for the steering, `wan_bytes`),
+//! `BudgetSampler` (the mobile counter into [`crate::budget`], saving it),
+//! [`Steering`] (the decision, sans-IO, in [`crate::health`]) and `Applier`
+//! (MPTCP endpoints and the forwarding's active link). A reloaded
+//! configuration is applied in `Paths::apply_config`. A new per-link
+//! concern (a UDP scheduler, a shaper) is one more part called from
+//! `Paths::tick`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -782,7 +792,7 @@ impl Paths {
 }
 
 /// Runs until `stop` turns true; `configs` brings reloaded configurations
-/// (their steering and budget apply at once, [`Paths::apply_config`]).
+/// (their steering and budget apply at once, `Paths::apply_config`).
 /// Moves `forwarding` (the LAN's UDP and bypassed traffic) to the link that
 /// is up, and hands it back at exit. Endpoints are left in place at exit
 /// (connections keep running while the CPE restarts).

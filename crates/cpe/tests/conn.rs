@@ -57,7 +57,7 @@ struct Cpe {
     addr: SocketAddr,
     metrics: std::sync::Arc<cpe::Metrics>,
     _stop: tokio::sync::oneshot::Sender<()>,
-    _reload: tokio::sync::mpsc::Sender<cpe::Config>,
+    reload: tokio::sync::mpsc::Sender<cpe::Config>,
 }
 
 async fn start(hag: SocketAddr) -> Cpe {
@@ -78,7 +78,7 @@ async fn start(hag: SocketAddr) -> Cpe {
         addr,
         metrics,
         _stop: stop,
-        _reload: reload,
+        reload,
     }
 }
 
@@ -206,4 +206,25 @@ async fn a_silent_hag_times_out_and_resets_the_device() {
         &cpe.metrics,
         "tandem_cpe_hag_unreachable_total{reason=\"timeout\"} 1"
     ));
+}
+
+#[tokio::test]
+async fn a_reloaded_cookie_goes_out_on_the_next_connections() {
+    let hag = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cpe = start(hag.local_addr().unwrap()).await;
+    let mut new = config(hag.local_addr().unwrap());
+    new.cookie = Some(vec![0xaa; 8]);
+    cpe.reload.send(new).await.unwrap();
+    // The reload is applied between accepts: within a few connections.
+    for _ in 0..50 {
+        let mut device = TcpStream::connect(cpe.addr).await.unwrap();
+        device.write_all(b"x").await.unwrap();
+        let (mut up, _) = hag.accept().await.unwrap();
+        let (msg, _) = read_convert(&mut up, 1).await;
+        if msg.cookie() == Some(&[0xaa; 8][..]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the reloaded cookie never went out");
 }
