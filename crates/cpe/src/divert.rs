@@ -13,6 +13,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::process::{Command, ExitStatus, Stdio};
 
+use hybrid::Link;
 use mptcp_sock::route::{Family, Route, RouteError, RouteNetlink, Rule};
 
 use crate::config::Config;
@@ -137,9 +138,13 @@ pub const LINK_MASK: u32 = 0x0f00_0000;
 /// Set on the conntrack mark of forwarded UDP flows.
 pub const UDP_BIT: u32 = 0x1000_0000;
 
-/// The mark of link `i` (0: fixed, 1: mobile).
-pub fn link_mark(i: usize) -> u32 {
-    ((i as u32) + 1) << 24
+/// The mark of a link's forwarded flows (1 << 24: fixed, 2 << 24: mobile).
+pub fn link_mark(l: Link) -> u32 {
+    let n: u32 = match l {
+        Link::Dsl => 1,
+        Link::Lte => 2,
+    };
+    n << 24
 }
 
 fn set_of<T: fmt::Display>(v: &[T]) -> String {
@@ -168,8 +173,8 @@ fn bypass_rule(b: &crate::config::Bypass, lan: &str) -> String {
     }
     let pin = match b.link {
         Pin::Any => String::new(),
-        Pin::Dsl => format!(" meta mark set {:#x}", link_mark(0)),
-        Pin::Lte => format!(" meta mark set {:#x}", link_mark(1)),
+        Pin::Dsl => format!(" meta mark set {:#x}", link_mark(Link::Dsl)),
+        Pin::Lte => format!(" meta mark set {:#x}", link_mark(Link::Lte)),
     };
     format!(
         "\t\t{m}{pin} counter accept comment \"bypass {}\"\n",
@@ -196,8 +201,8 @@ pub fn ruleset(c: &Config) -> String {
             divert += &bypass_rule(b, lan);
         }
         let mut flows = String::new();
-        for (i, dev) in [&c.dsl.interface, &c.lte.interface].into_iter().enumerate() {
-            let m = link_mark(i);
+        for (l, dev) in [(Link::Dsl, &c.dsl.interface), (Link::Lte, &c.lte.interface)] {
+            let m = link_mark(l);
             // The UDP rule last: it refines the mark the first one set.
             flows += &format!(
                 "\t\tiifname \"{lan}\" oifname \"{dev}\" ct state new ct mark set {m:#x}\n\

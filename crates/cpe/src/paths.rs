@@ -639,9 +639,7 @@ impl Applier {
     async fn apply(&mut self, c: &Config, state: &PathState, standby: bool, links_changed: bool) {
         if links_changed {
             if let Some(f) = self.forwarding.as_mut() {
-                // `wan` counts links as indices (0: fixed, 1: mobile).
-                let active = usize::from(!state.active_link().is_fixed());
-                if let Err(e) = f.set_active(active).await {
+                if let Err(e) = f.set_active(state.active_link()).await {
                     warn!("forwarding: {e}");
                 }
             }

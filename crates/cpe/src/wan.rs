@@ -27,6 +27,8 @@ use mptcp_sock::route::{Family, Route, RouteError, RouteNetlink, Rule};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use hybrid::{Link, PerLink};
+
 use crate::divert::{link_mark, LINK_MASK, UDP_BIT};
 
 /// Forwarded traffic could not be set up.
@@ -56,9 +58,9 @@ const PRIO_LAN: u32 = 93;
 pub struct Forwarding {
     base: u32,
     lan: String,
-    devs: [String; 2],
-    gateways: [Option<IpAddr>; 2],
-    active: Option<usize>,
+    devs: PerLink<String>,
+    gateways: PerLink<Option<IpAddr>>,
+    active: Option<Link>,
 }
 
 impl Forwarding {
@@ -66,25 +68,44 @@ impl Forwarding {
         Self {
             base: c.route_table,
             lan: c.lan_interface.clone(),
-            devs: [c.dsl.interface.clone(), c.lte.interface.clone()],
-            gateways: [c.dsl.gateway, c.lte.gateway],
+            devs: PerLink::new(c.dsl.interface.clone(), c.lte.interface.clone()),
+            gateways: PerLink::new(c.dsl.gateway, c.lte.gateway),
             active: None,
         }
     }
 
-    /// The tables: active, fixed, mobile.
-    fn tables(&self) -> [u32; 3] {
-        [self.base + 1, self.base + 2, self.base + 3]
+    /// The table of the active link.
+    fn active_table(&self) -> u32 {
+        self.base + 1
+    }
+
+    /// The table of one link.
+    fn link_table(&self, l: Link) -> u32 {
+        match l {
+            Link::Dsl => self.base + 2,
+            Link::Lte => self.base + 3,
+        }
     }
 
     /// Our rules: marked packets to their link's table, the rest of the
     /// LAN's traffic to the active table.
     fn rules(&self) -> [Rule; 3] {
-        let t = self.tables();
         [
-            Rule::fwmark(Family::V4, PRIO_FIXED, link_mark(0), Some(LINK_MASK), t[1]),
-            Rule::fwmark(Family::V4, PRIO_MOBILE, link_mark(1), Some(LINK_MASK), t[2]),
-            Rule::iif(Family::V4, PRIO_LAN, self.lan.clone(), t[0]),
+            Rule::fwmark(
+                Family::V4,
+                PRIO_FIXED,
+                link_mark(Link::Dsl),
+                Some(LINK_MASK),
+                self.link_table(Link::Dsl),
+            ),
+            Rule::fwmark(
+                Family::V4,
+                PRIO_MOBILE,
+                link_mark(Link::Lte),
+                Some(LINK_MASK),
+                self.link_table(Link::Lte),
+            ),
+            Rule::iif(Family::V4, PRIO_LAN, self.lan.clone(), self.active_table()),
         ]
     }
 
@@ -97,23 +118,22 @@ impl Forwarding {
         for rule in f.rules() {
             nl.add_rule(&rule).await?;
         }
-        let t = f.tables();
-        for i in 0..2 {
-            f.default_route(&nl, t[i + 1], i).await?;
+        for l in Link::ALL {
+            f.default_route(&nl, f.link_table(l), l).await?;
         }
-        f.set_active(0).await?;
+        f.set_active(Link::Dsl).await?;
         Ok(f)
     }
 
-    /// Replaces the default route of `table` with one out of link `i`.
-    async fn default_route(&self, nl: &RouteNetlink, table: u32, i: usize) -> Result<(), WanError> {
-        let dev = &self.devs[i];
+    /// Replaces the default route of `table` with one out of link `l`.
+    async fn default_route(&self, nl: &RouteNetlink, table: u32, l: Link) -> Result<(), WanError> {
+        let dev = &self.devs[l];
         let index =
             nix::net::if_::if_nametoindex(dev.as_str()).map_err(|source| WanError::Interface {
                 name: dev.clone(),
                 source,
             })?;
-        let gateway = self.gateways[i].filter(IpAddr::is_ipv4);
+        let gateway = self.gateways[l].filter(IpAddr::is_ipv4);
         nl.replace_route(&Route::default_via(Family::V4, table, index, gateway))
             .await?;
         Ok(())
@@ -122,19 +142,18 @@ impl Forwarding {
     /// Makes link `i` the active one (also re-installing the per-link
     /// routes, which the kernel drops when an interface goes down). When it
     /// changes, the UDP flows that used the other link are moved.
-    pub async fn set_active(&mut self, i: usize) -> Result<(), WanError> {
+    pub async fn set_active(&mut self, i: Link) -> Result<(), WanError> {
         let nl = RouteNetlink::shared()?;
-        let t = self.tables();
-        for l in 0..2 {
+        for l in Link::ALL {
             // A link that is down may refuse its route; the active
             // one must not.
-            if let Err(e) = self.default_route(&nl, t[l + 1], l).await {
+            if let Err(e) = self.default_route(&nl, self.link_table(l), l).await {
                 if l == i {
                     return Err(e);
                 }
             }
         }
-        self.default_route(&nl, t[0], i).await?;
+        self.default_route(&nl, self.active_table(), i).await?;
         if self.active != Some(i) {
             let previous = self.active.replace(i);
             if let Some(p) = previous {
@@ -208,20 +227,27 @@ mod tests {
         )
         .unwrap();
         let f = Forwarding::new(&c);
-        assert_eq!(f.tables(), [201, 202, 203]);
+        assert_eq!(
+            [
+                f.active_table(),
+                f.link_table(Link::Dsl),
+                f.link_table(Link::Lte)
+            ],
+            [201, 202, 203]
+        );
         let [fixed, mobile, lan] = f.rules();
         assert_eq!(
             (fixed.priority, fixed.fwmark, fixed.target),
             (
                 PRIO_FIXED,
                 Some(FwMark {
-                    value: link_mark(0),
+                    value: link_mark(Link::Dsl),
                     mask: Some(LINK_MASK)
                 }),
                 RuleTarget::Lookup(202)
             )
         );
-        assert_eq!(mobile.fwmark.map(|m| m.value), Some(link_mark(1)));
+        assert_eq!(mobile.fwmark.map(|m| m.value), Some(link_mark(Link::Lte)));
         assert_eq!(mobile.target, RuleTarget::Lookup(203));
         assert_eq!(lan.iif.as_deref(), Some("lan0"));
         assert_eq!(lan.target, RuleTarget::Lookup(201));
