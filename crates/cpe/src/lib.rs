@@ -216,11 +216,13 @@ impl Server {
             "CPE ready: diverting LAN TCP"
         );
         let m = metrics.clone();
-        let admin_task = tokio::spawn(relay::admin::serve(
-            admin,
-            Arc::new(move || m.render()),
-            Arc::new(|| true),
-        ));
+        let health = admin::Health::new(true);
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(
+            admin::Admin::new(Arc::new(move || m.render()), health.clone()).serve(admin, async {
+                let _ = admin_stopped.await;
+            }),
+        );
         let config = Arc::new(config);
         let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -231,6 +233,7 @@ impl Server {
             paths_state.clone(),
             metrics.clone(),
             forwarding,
+            health.clone(),
             stop_rx,
         ));
         tokio::pin!(shutdown);
@@ -257,6 +260,7 @@ impl Server {
             tokio::spawn(async move { conn::serve(c, m, p, dial, lan).await }.instrument(span));
         }
         info!("stopping: removing the interception");
+        health.set_ready(false);
         let _ = stop_tx.send(true);
         if let Ok(Some(f)) = paths_task.await {
             f.remove().await;
@@ -264,7 +268,8 @@ impl Server {
         if let Some(d) = divert {
             d.remove().await;
         }
-        admin_task.abort();
+        let _ = admin_stop.send(());
+        let _ = admin_task.await;
         Ok(())
     }
 }

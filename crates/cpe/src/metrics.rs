@@ -237,9 +237,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Renders the registry in the OpenMetrics text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        admin::render(&self.registry)
     }
 
     /// Adds payload bytes to a link's counter.

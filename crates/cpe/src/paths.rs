@@ -790,7 +790,9 @@ impl Paths {
 }
 
 /// Runs until `stop` turns true; `configs` brings reloaded configurations
-/// (their steering and budget apply at once, `Paths::apply_config`).
+/// (their steering and budget apply at once, `Paths::apply_config`; then
+/// `health` counts the new configuration generation, which the admin
+/// `/status` shows).
 /// Moves `forwarding` (the LAN's UDP and bypassed traffic) to the link that
 /// is up, and hands it back at exit. Endpoints are left in place at exit
 /// (connections keep running while the CPE restarts).
@@ -800,6 +802,7 @@ pub async fn run(
     state: Arc<PathState>,
     metrics: Arc<Metrics>,
     forwarding: Option<Forwarding>,
+    health: Arc<admin::Health>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Forwarding> {
     // Silence is judged every 50 ms (a link is declared down within 50 ms
@@ -816,6 +819,7 @@ pub async fn run(
                 if r.is_err() { break; }
                 let new = configs.borrow_and_update().clone();
                 paths.apply_config(new);
+                health.config_applied();
             }
             () = paths.prober.receive() => {}
             _ = ticker.tick() => paths.tick(Instant::now()).await,

@@ -44,7 +44,6 @@ mod watch;
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -285,21 +284,22 @@ impl Server {
         }
         let m = metrics.clone();
         // Not ready once it stops accepting (draining).
-        let accepting = Arc::new(AtomicBool::new(true));
-        let acc = accepting.clone();
-        let admin_task = tokio::spawn(relay::admin::serve(
-            admin,
-            Arc::new(move || m.render()),
-            Arc::new(move || acc.load(std::sync::atomic::Ordering::Relaxed)),
-        ));
+        let health = admin::Health::new(true);
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = tokio::spawn(
+            admin::Admin::new(Arc::new(move || m.render()), health.clone()).serve(admin, async {
+                let _ = admin_stopped.await;
+            }),
+        );
         let probe_task = probe.map(|sock| tokio::spawn(probe::serve(sock, state.clone())));
         let (watcher_thread, poke) = watcher.unzip();
-        let reload_task = tokio::spawn(apply_reloads(state.clone(), reload, poke));
+        let reload_task = tokio::spawn(apply_reloads(state.clone(), reload, poke, health.clone()));
         server::accept_loop(state.clone(), listener, shutdown).await;
-        accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+        health.set_ready(false);
         drain(&state, &stop_tx).await;
         reload_task.abort();
-        admin_task.abort();
+        let _ = admin_stop.send(());
+        let _ = admin_task.await;
         if let Some(t) = probe_task {
             t.abort();
         }
@@ -337,11 +337,13 @@ fn listen(config: &Config) -> Result<(tokio::net::TcpListener, bool), Error> {
 }
 
 /// Applies each configuration received (SIGHUP) and re-reads the registry;
-/// "configuration reloaded" is logged once both are in place.
+/// once both are in place the admin `/status` shows the next configuration
+/// generation and "configuration reloaded" is logged.
 async fn apply_reloads(
     st: Arc<server::State>,
     mut reload: mpsc::Receiver<Config>,
     poke: Option<std::sync::mpsc::Sender<watch::Poke>>,
+    health: Arc<admin::Health>,
 ) {
     while let Some(new) = reload.recv().await {
         let old = st.config();
@@ -366,7 +368,8 @@ async fn apply_reloads(
                 }
             }
         }
-        info!("configuration reloaded");
+        let generation = health.config_applied();
+        info!(generation, "configuration reloaded");
     }
 }
 

@@ -13,12 +13,15 @@
 //! Modules: [`topology`] (up, down, status, link changes), [`profile`] (link
 //! shapes and unit parsing), [`emu`] (the delay/loss emulator), [`origin`]
 //! (the HTTP server), [`attack`] (a bounded attacker for the hardening
-//! tests and benchmarks), [`wait`] (waiting for a condition with a deadline).
+//! tests and benchmarks), [`netns`] (threads inside a node's namespace: ports,
+//! HTTP, the daemons' admin `/status`), [`wait`] (waiting for a condition
+//! with a deadline).
 #![forbid(unsafe_code)]
 
 pub mod attack;
 pub mod dns;
 pub mod emu;
+pub mod netns;
 pub mod origin;
 pub mod profile;
 pub mod topology;
@@ -52,6 +55,14 @@ pub enum LabError {
     /// The emulator failed.
     #[error("link emulator: {0}")]
     Emu(#[from] emu::EmuError),
+    /// A namespace could not be entered.
+    #[error("namespace {ns}: {msg}")]
+    Netns {
+        /// The namespace.
+        ns: String,
+        /// What failed.
+        msg: String,
+    },
     /// File I/O on the state directory.
     #[error("{0}")]
     Io(std::io::Error),

@@ -15,7 +15,7 @@
 //! namespaces carries `congctl cubic` (the host default, BBR, collapses on
 //! shaped links with microsecond RTTs, and the namespace sysctl is refused).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +25,11 @@ use serde::{Deserialize, Serialize};
 use crate::emu::{self, Impairment};
 use crate::profile::{LinkShape, Profile};
 use crate::LabError;
+
+/// The HAG's admin listener (`/metrics`, `/status`), in the `hag` node.
+pub const HAG_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9102));
+/// The CPE's admin listener, in the `cpe` node.
+pub const CPE_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9101));
 
 /// Addresses of the lab (all inside its own namespaces).
 pub mod addr {
@@ -552,7 +557,7 @@ pub fn hag_config(dir: &Path, key_hex: &str) -> String {
     format!(
         "# Written by `tandem lab up`.\n\
          listen = \"{}:{HAG_PORT}\"\n\
-         admin_listen = \"127.0.0.1:9102\"\n\
+         admin_listen = \"{HAG_ADMIN}\"\n\
          subscriber_prefixes = [\"10.64.0.0/16\"]\n\
          congestion_control = \"cubic\"\n\
          registry = \"{}\"\n\
@@ -571,7 +576,7 @@ pub fn cpe_config(p: &Profile) -> String {
         "# Written by `tandem lab up`.\n\
          lan_interface = \"lan0\"\n\
          hag = \"{}:{HAG_PORT}\"\n\
-         admin_listen = \"127.0.0.1:9101\"\n\
+         admin_listen = \"{CPE_ADMIN}\"\n\
          congestion_control = \"cubic\"\n\
          [dsl]\ninterface = \"dsl0\"\naddress = \"{}\"\ngateway = \"{}\"\ndown_kbit = {}\nup_kbit = {}\n\
          [lte]\ninterface = \"lte0\"\naddress = \"{}\"\ngateway = \"{}\"\ndown_kbit = {}\nup_kbit = {}\n",
@@ -598,15 +603,7 @@ fn random_key() -> Result<String, LabError> {
 
 /// Waits until `ns` accepts TCP on `port` of `ip` (a service came up).
 pub fn wait_port(ns: &str, ip: Ipv4Addr, port: u16, timeout: Duration) -> Result<(), LabError> {
-    let until = Instant::now() + timeout;
-    let probe = format!("exec 3<>/dev/tcp/{ip}/{port}");
-    while Instant::now() < until {
-        if nsexec(ns, "bash", &["-c", &probe]).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Err(LabError::Timeout(format!("{ip}:{port} in {ns}")))
+    crate::netns::wait_port(ns, SocketAddr::from((ip, port)), timeout)
 }
 
 fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
@@ -715,12 +712,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         )?;
         st.pids.push(("hag".into(), pid));
         save_state(st)?;
-        wait_port(
-            &n("hag"),
-            Ipv4Addr::LOCALHOST,
-            9102,
-            Duration::from_secs(10),
-        )?;
+        crate::netns::wait_port(&n("hag"), HAG_ADMIN, Duration::from_secs(10))?;
         let pid = spawn_bg(
             &o.exe,
             &n("cpe"),
@@ -729,12 +721,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         )?;
         st.pids.push(("cpe".into(), pid));
         save_state(st)?;
-        wait_port(
-            &n("cpe"),
-            Ipv4Addr::LOCALHOST,
-            9101,
-            Duration::from_secs(10),
-        )?;
+        crate::netns::wait_port(&n("cpe"), CPE_ADMIN, Duration::from_secs(10))?;
     }
     Ok(())
 }
@@ -1043,8 +1030,8 @@ pub fn node_addr(node: &str) -> Option<IpAddr> {
 
 /// Sets the running lab CPE's steering mode (`priority`, `aggregate`,
 /// `active-standby`): rewrites the `[steering]` section of its
-/// configuration, sends it SIGHUP and waits (up to 5 s) until it logged the
-/// reload.
+/// configuration, sends it SIGHUP and waits (up to 5 s) until its admin
+/// `/status` shows the next configuration generation.
 pub fn set_steering(name: &str, mode: &str) -> Result<(), LabError> {
     if !["priority", "aggregate", "active-standby"].contains(&mode) {
         return Err(LabError::Invalid(format!(
@@ -1076,27 +1063,12 @@ pub fn set_steering(name: &str, mode: &str) -> Result<(), LabError> {
         .find(|(role, _)| role == "cpe")
         .map(|(_, p)| *p)
         .ok_or_else(|| LabError::State("the lab runs no CPE".into()))?;
-    let log = dir.join("cpe.log");
-    let count = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .matches("steering reloaded")
-            .count()
-    };
-    let before = count();
+    let before = crate::netns::admin_status(&ns(name, "cpe"), CPE_ADMIN)?.config_generation;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGHUP,
     )
     .map_err(|e| LabError::State(format!("signalling the CPE ({pid}): {e}")))?;
-    let t0 = Instant::now();
-    while count() == before {
-        if t0.elapsed() > Duration::from_secs(5) {
-            return Err(LabError::State(
-                "the CPE did not reload its steering within 5 s".into(),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+    crate::netns::wait_reloaded(&ns(name, "cpe"), CPE_ADMIN, before, Duration::from_secs(5))
+        .map(drop)
 }

@@ -6,13 +6,12 @@
 //!   mirroring half-close (FIN ↔ FIN) and reset (RST ↔ RST), with an idle
 //!   timeout and bounded buffers;
 //! - [`probe`]: the path probe the CPE sends on each link and the HAG
-//!   echoes; [`admin`]: `/metrics`, `/live`, `/ready`.
+//!   echoes.
 //!
 //! It knows nothing of subscribers, policy or sockets options: the CPE and the
 //! HAG bring those.
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod copy;
 pub mod preamble;
 pub mod probe;

@@ -8,8 +8,8 @@
 //! list. Lists are domain files, hosts files and RPZ zones (file, or AXFR
 //! then IXFR from a primary on NOTIFY), plus the domains analysts confirm
 //! from citizen reports. The warning page (plain HTTP, four languages) and
-//! the reports API run on the warning address; `/metrics`, `/live` and
-//! `/ready` on the admin address. Flood resistance: per-client query
+//! the reports API run on the warning address; `/metrics`, `/live`,
+//! `/ready` and `/status` on the admin address (the `admin` crate). Flood resistance: per-client query
 //! limit, response-rate limiting per prefix with slip, ANY refused,
 //! bounded TCP connections with idle timeouts.
 //!
@@ -299,16 +299,14 @@ impl Server {
             });
         }
         {
-            let app = web::admin_router(sh.metrics.clone(), sh.policy.clone());
+            // Ready once every list has loaded.
+            let (m, p) = (sh.metrics.clone(), sh.policy.clone());
+            let health = admin::Health::with_check(move || p.all_loaded());
+            let admin = admin::Admin::new(Arc::new(move || m.render()), health);
             let mut st = stop.clone();
-            let admin = self.admin;
-            tasks.spawn(async move {
-                let _ = axum::serve(admin, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = st.changed().await;
-                    })
-                    .await;
-            });
+            tasks.spawn(admin.serve(self.admin, async move {
+                let _ = st.changed().await;
+            }));
         }
         for l in &cfg.lists {
             if let ListSource::File(p) = &l.source {

@@ -356,9 +356,7 @@ impl Metrics {
 
     /// Renders the registry in the OpenMetrics text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        admin::render(&self.registry)
     }
 }
 

@@ -1,5 +1,5 @@
-//! HTTP: the warning page and the reports API on the warning address, and
-//! the admin endpoints (`/metrics`, `/live`, `/ready`) on the admin address.
+//! HTTP: the warning page and the reports API on the warning address (the
+//! admin endpoints are the shared `admin` listener's).
 //!
 //! The warning page names the blocked domain (from the `Host` header),
 //! explains why in French, Dutch, German or English (from
@@ -19,7 +19,6 @@ use serde::Deserialize;
 
 use crate::config::normalize_domain;
 use crate::metrics::{KindLabel, Metrics};
-use crate::policy::Policy;
 use crate::reports::{Kind, ReportError, Store};
 
 /// State of the warning server.
@@ -341,40 +340,6 @@ pub(crate) fn warning_router(state: WebState) -> Router {
         .fallback(warning)
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
-}
-
-/// Admin endpoints.
-pub(crate) fn admin_router(metrics: Arc<Metrics>, policy: Arc<Policy>) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        m.render(),
-                    )
-                }
-            }),
-        )
-        .route("/live", get(|| async { "ok\n" }))
-        .route(
-            "/ready",
-            get(move || {
-                let p = policy.clone();
-                async move {
-                    if p.all_loaded() {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "lists not loaded yet\n")
-                    }
-                }
-            }),
-        )
 }
 
 #[cfg(test)]

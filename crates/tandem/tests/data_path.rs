@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{eventually, expected, metric, root, Lab};
+use common::{expected, metric, root, Lab};
 use convert_proto::{Connect, ErrorCode, Message, Tlv};
 
 const ORIGIN: &str = "http://203.0.113.10:80";
@@ -152,7 +152,7 @@ fn download_upload_identical_both_links_and_zero_rtt() {
     let cpe = {
         let mut text = String::new();
         assert!(
-            eventually(Duration::from_secs(10), || {
+            lab::wait::until(Duration::from_secs(10), || {
                 text = lab.metrics("cpe");
                 metric(&text, "tandem_cpe_active_connections") == 0.0
             }),
@@ -243,7 +243,7 @@ fn download_upload_identical_both_links_and_zero_rtt() {
     let hag = lab.metrics("hag");
     assert!(metric(&hag, "tandem_hag_syn_data_total") >= 2.0, "{hag}");
     assert!(metric(&cpe, "tandem_cpe_syn_data_total") >= 2.0, "{cpe}");
-    let _ = eventually(Duration::from_secs(3), || {
+    let _ = lab::wait::until(Duration::from_secs(3), || {
         capture.try_wait().ok().flatten().is_some()
     });
     let _ = nix::sys::signal::kill(
@@ -652,7 +652,7 @@ fn cpe_removes_its_table_on_sigterm_and_after_a_crash() {
     // A crash (SIGKILL) leaves the table; a restart replaces it and works.
     let pid = nix::unistd::Pid::from_raw(lab.pid("cpe") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(lab::wait::until(Duration::from_secs(5), || {
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
     }));
     assert!(

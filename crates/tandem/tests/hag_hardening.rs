@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, expected, metric, root, Lab};
+use common::{expected, metric, root, Lab};
 use convert_proto::{Connect, ErrorCode, Message, Tlv};
 use nix::sys::signal::Signal;
 
@@ -125,7 +125,7 @@ fn cookie_paths_revocation_and_key_rotation() {
     let home2 = add_subscriber(&lab, "home-2", "10.64.9.2/32");
     // (the HAG notices the registry change within a second)
     assert!(
-        eventually(Duration::from_secs(5), || code(&lab.convert_request(
+        lab::wait::until(Duration::from_secs(5), || code(&lab.convert_request(
             "atk",
             None,
             Some(home2.clone()),
@@ -218,7 +218,7 @@ fn cookie_paths_revocation_and_key_rotation() {
         &lab.file("hag.toml"),
     ]);
     assert!(ok, "{out}");
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(lab::wait::until(Duration::from_secs(5), || {
         code(&lab.convert_request("atk", None, Some(home2.clone()), dest))
             == Some(ErrorCode::NOT_AUTHORIZED)
     }));
@@ -418,7 +418,7 @@ fn limits_answer_resource_exceeded_with_backoff() {
         ],
     );
     drop(held);
-    assert!(eventually(Duration::from_secs(5), || open_relayed(
+    assert!(lab::wait::until(Duration::from_secs(5), || open_relayed(
         &lab,
         "atk",
         "10.64.9.2",
@@ -569,7 +569,7 @@ fn drain_on_sigterm_and_reload_on_sighup_keep_downloads() {
     let dl = start_download(&lab, size);
     let active = || metric(&lab.metrics("hag"), "tandem_hag_active_connections");
     assert!(
-        eventually(Duration::from_secs(5), || active() >= 1.0),
+        lab::wait::until(Duration::from_secs(5), || active() >= 1.0),
         "the download never reached the HAG"
     );
     assert_eq!(ready_status(&lab), "200");
@@ -580,7 +580,7 @@ fn drain_on_sigterm_and_reload_on_sighup_keep_downloads() {
     // Once draining, /ready says so and new connections are refused while
     // the running one finishes.
     assert!(
-        eventually(Duration::from_secs(5), || ready_status(&lab) == "503"),
+        lab::wait::until(Duration::from_secs(5), || ready_status(&lab) == "503"),
         "/ready did not turn 503 while draining"
     );
     let out = lab.exec("home", &["curl", "-sS", "--max-time", "10", ORIGIN]);
@@ -602,7 +602,7 @@ fn drain_on_sigterm_and_reload_on_sighup_keep_downloads() {
         expected(size)
     );
     assert!(
-        eventually(Duration::from_secs(10), || !std::path::Path::new(&format!(
+        lab::wait::until(Duration::from_secs(10), || !std::path::Path::new(&format!(
             "/proc/{hag_pid}"
         ))
         .exists()),

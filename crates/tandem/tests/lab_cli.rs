@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, metric, root, Lab, TANDEM};
+use common::{metric, root, Lab, TANDEM};
 
 /// Seconds curl needs to connect from the CPE over one link.
 fn connect_secs(lab: &Lab, source: &str) -> Option<f64> {
@@ -62,7 +62,7 @@ fn link_set_cut_restore_and_status() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        eventually(Duration::from_secs(3), || connect_secs(&lab, dsl)
+        lab::wait::until(Duration::from_secs(3), || connect_secs(&lab, dsl)
             .is_some_and(|s| (0.115..0.200).contains(&s))),
         "delay change not applied"
     );
@@ -112,7 +112,7 @@ fn link_set_cut_restore_and_status() {
             .status
             .success()
     );
-    assert!(eventually(Duration::from_secs(5), || connect_secs(
+    assert!(lab::wait::until(Duration::from_secs(5), || connect_secs(
         &lab, dsl
     )
     .is_some()));
@@ -141,7 +141,7 @@ fn cpe_reports_an_unreachable_hag() {
     let lab = Lab::up("un", "fast");
     let pid = nix::unistd::Pid::from_raw(lab.pid("hag") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(lab::wait::until(Duration::from_secs(10), || {
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
     }));
     let out = lab.exec(

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, root, Lab};
+use common::{root, Lab};
 
 fn dig(lab: &Lab, name: &str) -> String {
     lab.ok("home", &["dig", "+tries=1", "+time=3", name])
@@ -101,7 +101,7 @@ fn home_is_protected_and_reports_go_through_the_cli() {
     let (ok, out) = lab.tandem(&["shield", "reports", "confirm", &id, "--config", &cfg]);
     assert!(ok, "{out}");
     assert!(
-        eventually(Duration::from_secs(30), || dig_short(
+        lab::wait::until(Duration::from_secs(30), || dig_short(
             &lab,
             "www.example.test"
         ) == "10.67.0.80"),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{eventually, expected, metric, root, Lab};
+use common::{expected, metric, root, Lab};
 use lab::Link;
 use sha2::{Digest, Sha256};
 
@@ -301,7 +301,7 @@ fn priority_mode_uses_the_mobile_link_only_for_the_overflow() {
     assert!(lab.log("cpe.log").contains("mobile link priority changed"));
     // Idle again: back to standby.
     assert!(
-        eventually(Duration::from_secs(5), || standby() == 1.0),
+        lab::wait::until(Duration::from_secs(5), || standby() == 1.0),
         "the mobile link did not return to standby"
     );
 }
@@ -315,7 +315,7 @@ fn active_standby_and_aggregate_modes_follow_sighup() {
     let lab = Lab::up("as", "rural");
     let cpe = || lab.metrics("cpe");
     lab.reconfigure_cpe(|t| format!("{t}[steering]\nmode = \"active-standby\"\n"));
-    assert!(eventually(Duration::from_secs(3), || lab
+    assert!(lab::wait::until(Duration::from_secs(3), || lab
         .log("cpe.log")
         .contains("steering reloaded")));
     // A bulk download stays on the fixed line, full as it is.
@@ -355,7 +355,7 @@ fn active_standby_and_aggregate_modes_follow_sighup() {
     std::thread::sleep(Duration::from_secs(2));
     lab.reconfigure_cpe(|t| t.replace("mode = \"active-standby\"", "mode = \"aggregate\""));
     assert!(
-        eventually(Duration::from_secs(5), || metric(
+        lab::wait::until(Duration::from_secs(5), || metric(
             &cpe(),
             "tandem_cpe_mobile_standby"
         ) == 0.0),
@@ -394,7 +394,7 @@ impl OwnCpe {
                 let pid = lab.pid("cpe");
                 lab.signal("cpe", nix::sys::signal::Signal::SIGTERM);
                 assert!(
-                    eventually(Duration::from_secs(10), || !std::path::Path::new(&format!(
+                    lab::wait::until(Duration::from_secs(10), || !std::path::Path::new(&format!(
                         "/proc/{pid}"
                     ))
                     .exists()),
@@ -432,7 +432,7 @@ impl Drop for OwnCpe {
             nix::sys::signal::Signal::SIGTERM,
         );
         // Bounded: the CPE exits at once on SIGTERM; kill it otherwise.
-        if !eventually(Duration::from_secs(10), || {
+        if !lab::wait::until(Duration::from_secs(10), || {
             self.0.try_wait().ok().flatten().is_some()
         }) {
             let _ = self.0.kill();
@@ -521,7 +521,7 @@ fn mobile_budget_is_not_overrun_survives_restarts_and_rolls_over() {
 
     // The HAG counted the mobile bytes too (payload only: a little less
     // than the link's own counters), and keeps them across its restart.
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(lab::wait::until(Duration::from_secs(5), || {
         hag_usage(&lab, "lte") - hag_before > limit * 8 / 10
     }));
     let hag_lte = hag_usage(&lab, "lte");
@@ -532,7 +532,7 @@ fn mobile_budget_is_not_overrun_survives_restarts_and_rolls_over() {
     assert!((hag_lte - hag_before) as f64 <= on_lte as f64 * 1.02);
     let hag_pid = lab.pid("hag");
     lab.signal("hag", nix::sys::signal::Signal::SIGTERM);
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(lab::wait::until(Duration::from_secs(10), || {
         !std::path::Path::new(&format!("/proc/{hag_pid}")).exists()
     }));
     let mut hag = lab.spawn_tandem("hag", &["hag", "run", "--config", &lab.file("hag.toml")]);
@@ -553,13 +553,13 @@ fn mobile_budget_is_not_overrun_survives_restarts_and_rolls_over() {
     // 1 December: a new period, the count starts again, the mobile link is
     // used again.
     assert!(
-        eventually(Duration::from_secs(60), || m("tandem_cpe_budget_exhausted")
+        lab::wait::until(Duration::from_secs(60), || m("tandem_cpe_budget_exhausted")
             == 0.0),
         "no rollover (clock {})",
         clock()
     );
     assert!(m("tandem_cpe_budget_used_bytes") < 1_000_000.0);
-    assert!(eventually(Duration::from_secs(3), || m(
+    assert!(lab::wait::until(Duration::from_secs(3), || m(
         "tandem_cpe_mobile_standby"
     ) == 0.0));
     let size = 20_000_000;
@@ -758,7 +758,7 @@ fn bypass_rules_keep_classes_off_the_hag_and_on_their_link() {
              [[bypass]]\nname = \"voice\"\ndscp = [46]\nlink = \"dsl\"\n"
         )
     });
-    assert!(eventually(Duration::from_secs(3), || lab
+    assert!(lab::wait::until(Duration::from_secs(3), || lab
         .log("cpe.log")
         .contains("interception rules updated")));
     let relayed = || metric(&lab.metrics("hag"), "tandem_hag_relayed_total");

@@ -2,11 +2,9 @@
 //! the test fails, commands inside its namespaces, metrics scraping.
 #![allow(dead_code, unreachable_pub)]
 
-use std::fs::File;
-use std::os::fd::AsFd;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 
@@ -75,17 +73,21 @@ impl Lab {
 
     /// The admin metrics of the HAG (`hag`) or the CPE (`cpe`).
     pub fn metrics(&self, node: &str) -> String {
-        let port = if node == "hag" { "9102" } else { "9101" };
-        self.ok(
-            node,
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                &format!("http://127.0.0.1:{port}/metrics"),
-            ],
+        let (code, body) = lab::netns::http_get(
+            &self.ns(node),
+            admin_addr(node),
+            "/metrics",
+            Duration::from_secs(5),
         )
+        .unwrap_or_else(|e| panic!("metrics of {node}: {e}"));
+        assert_eq!(code, 200, "metrics of {node}: {body}");
+        body
+    }
+
+    /// What the admin `/status` of the HAG (`hag`) or the CPE (`cpe`) says.
+    pub fn admin_status(&self, node: &str) -> lab::netns::AdminStatus {
+        lab::netns::admin_status(&self.ns(node), admin_addr(node))
+            .unwrap_or_else(|e| panic!("status of {node}: {e}"))
     }
 
     /// A kernel counter of a node from /proc/net/netstat (e.g. "TCPFastOpenPassive").
@@ -128,9 +130,7 @@ impl Lab {
         node: &str,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> T {
-        self.spawn_in_ns(node, f)
-            .join()
-            .expect("thread in namespace")
+        lab::netns::run_in(&self.ns(node), f).unwrap_or_else(|e| panic!("in {node}: {e}"))
     }
 
     /// Starts `f` on a thread inside a node's network namespace.
@@ -139,10 +139,9 @@ impl Lab {
         node: &str,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.ns(node));
+        let ns = self.ns(node);
         std::thread::spawn(move || {
-            let file = File::open(&path).expect("open netns");
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            lab::netns::enter(&ns).unwrap_or_else(|e| panic!("{e}"));
             f()
         })
     }
@@ -240,7 +239,7 @@ impl Lab {
     pub fn wait_live(&self, node: &str, port: u16) {
         let url = format!("http://127.0.0.1:{port}/live");
         assert!(
-            eventually(Duration::from_secs(10), || self
+            lab::wait::until(Duration::from_secs(10), || self
                 .exec(node, &["curl", "-s", "-o", "/dev/null", &url])
                 .status
                 .success()),
@@ -248,35 +247,33 @@ impl Lab {
         );
     }
 
-    /// Edits the HAG configuration and sends SIGHUP; waits until the HAG
-    /// logged the reload.
+    /// Edits the HAG configuration and sends SIGHUP; waits until the HAG's
+    /// admin `/status` shows the next configuration generation.
     pub fn reconfigure_hag(&self, edit: impl FnOnce(String) -> String) {
         self.reconfigure("hag", edit);
     }
 
-    /// Edits the CPE configuration and sends SIGHUP; waits until the CPE
-    /// logged the reload.
+    /// Edits the CPE configuration and sends SIGHUP; waits until the CPE's
+    /// admin `/status` shows the next configuration generation.
     pub fn reconfigure_cpe(&self, edit: impl FnOnce(String) -> String) {
         self.reconfigure("cpe", edit);
     }
 
     fn reconfigure(&self, role: &str, edit: impl FnOnce(String) -> String) {
         let path = self.file(&format!("{role}.toml"));
-        let log = format!("{role}.log");
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, edit(text)).unwrap();
         let (ok, out) = self.tandem(&[role, "check-config", &path]);
         assert!(ok, "{out}");
-        let before = self.log(&log).matches("configuration reloaded").count();
+        let before = self.admin_status(role).config_generation;
         self.signal(role, nix::sys::signal::Signal::SIGHUP);
-        assert!(
-            eventually(Duration::from_secs(5), || self
-                .log(&log)
-                .matches("configuration reloaded")
-                .count()
-                > before),
-            "{role} did not reload"
-        );
+        lab::netns::wait_reloaded(
+            &self.ns(role),
+            admin_addr(role),
+            before,
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("{role} did not reload: {e}"));
     }
 
     /// The sum of a metric family's series whose line starts with `prefix`.
@@ -316,19 +313,16 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Polls `f` until it returns true or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + timeout;
-    while Instant::now() < until {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
-
 /// SHA-256 of what `GET /bytes/len` returns.
 pub fn expected(len: u64) -> String {
     lab::origin::expected_sha256(len)
+}
+
+/// The admin listener of the HAG (`hag`) or the CPE (any other node).
+pub fn admin_addr(node: &str) -> std::net::SocketAddr {
+    if node == "hag" {
+        lab::topology::HAG_ADMIN
+    } else {
+        lab::topology::CPE_ADMIN
+    }
 }
