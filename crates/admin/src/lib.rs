@@ -15,7 +15,8 @@
 //!
 //! Map: [`Health`] (readiness and configuration generation, shared with the
 //! daemon), [`Admin`] (the routes), [`Admin::serve`] (the bounded accept
-//! loop).
+//! loop) and [`Admin::spawn`] (the same on a task, stopped with
+//! [`Running::stop`]).
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -186,6 +187,16 @@ impl Admin {
             .with_state(self.clone())
     }
 
+    /// Serves the endpoints on `listener` on a task of their own until
+    /// [`Running::stop`].
+    pub fn spawn(self, listener: tokio::net::TcpListener) -> Running {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Running { stop, task }
+    }
+
     /// Serves the endpoints on `listener` until `shutdown` resolves; the
     /// connections still open then are closed.
     pub async fn serve(
@@ -229,6 +240,21 @@ impl Admin {
                 drop(permit);
             });
         }
+    }
+}
+
+/// An admin listener running on its own task ([`Admin::spawn`]).
+#[derive(Debug)]
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the listener and waits until it has closed its connections.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
     }
 }
 

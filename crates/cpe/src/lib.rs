@@ -217,12 +217,8 @@ impl Server {
         );
         let m = metrics.clone();
         let health = admin::Health::new(true);
-        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_task = tokio::spawn(
-            admin::Admin::new(Arc::new(move || m.render()), health.clone()).serve(admin, async {
-                let _ = admin_stopped.await;
-            }),
-        );
+        let admin_task =
+            admin::Admin::new(Arc::new(move || m.render()), health.clone()).spawn(admin);
         let config = Arc::new(config);
         let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -268,8 +264,7 @@ impl Server {
         if let Some(d) = divert {
             d.remove().await;
         }
-        let _ = admin_stop.send(());
-        let _ = admin_task.await;
+        admin_task.stop().await;
         Ok(())
     }
 }

@@ -285,12 +285,8 @@ impl Server {
         let m = metrics.clone();
         // Not ready once it stops accepting (draining).
         let health = admin::Health::new(true);
-        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_task = tokio::spawn(
-            admin::Admin::new(Arc::new(move || m.render()), health.clone()).serve(admin, async {
-                let _ = admin_stopped.await;
-            }),
-        );
+        let admin_task =
+            admin::Admin::new(Arc::new(move || m.render()), health.clone()).spawn(admin);
         let probe_task = probe.map(|sock| tokio::spawn(probe::serve(sock, state.clone())));
         let (watcher_thread, poke) = watcher.unzip();
         let reload_task = tokio::spawn(apply_reloads(state.clone(), reload, poke, health.clone()));
@@ -298,8 +294,7 @@ impl Server {
         health.set_ready(false);
         drain(&state, &stop_tx).await;
         reload_task.abort();
-        let _ = admin_stop.send(());
-        let _ = admin_task.await;
+        admin_task.stop().await;
         if let Some(t) = probe_task {
             t.abort();
         }

@@ -1,5 +1,6 @@
 //! Shield configuration: TOML read into a raw struct (`deny_unknown_fields`),
-//! then validated into [`Config`] with typed addresses and durations.
+//! then validated into [`Config`] with typed addresses and durations; errors
+//! are the shared `config_file::ConfigError`, naming the key and its line.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -10,25 +11,8 @@ use serde::Deserialize;
 
 use crate::policy::Action;
 
-/// A configuration that could not be used, with where and why.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TOML is invalid or has unknown keys (the message has the line).
-    #[error("{0}")]
-    Parse(String),
-    /// A value is out of range or inconsistent.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+pub use config_file::ConfigError;
+use config_file::Text;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,79 +350,106 @@ pub fn normalize_domain(s: &str) -> Option<String> {
 impl Config {
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let t = Text::new(text);
+        let raw: Raw = t.parse()?;
+        let invalid = |key: &str, m: String| Err(t.invalid(key, m));
         if raw.listen.is_empty() {
-            return invalid("listen is empty".into());
+            return invalid("listen", "is empty".into());
         }
         if raw.subscriber_prefixes.is_empty() {
-            return invalid("subscriber_prefixes is empty: nobody could resolve".into());
+            return invalid(
+                "subscriber_prefixes",
+                "is empty: nobody could resolve".into(),
+            );
         }
         if raw.upstream.servers.is_empty() {
-            return invalid("upstream.servers is empty".into());
+            return invalid("upstream.servers", "is empty".into());
         }
-        if raw.upstream.timeout_ms == 0 || raw.upstream.max_in_flight == 0 {
-            return invalid("upstream.timeout_ms and max_in_flight must be > 0".into());
+        if raw.upstream.timeout_ms == 0 {
+            return invalid("upstream.timeout_ms", "must be > 0".into());
+        }
+        if raw.upstream.max_in_flight == 0 {
+            return invalid("upstream.max_in_flight", "must be > 0".into());
         }
         let c = &raw.cache;
         if c.min_ttl_secs > c.max_ttl_secs {
-            return invalid("cache.min_ttl_secs is above cache.max_ttl_secs".into());
+            return invalid("cache.min_ttl_secs", "is above cache.max_ttl_secs".into());
         }
         if raw.warning.http_listen.is_empty() {
-            return invalid("warning.http_listen is empty".into());
+            return invalid("warning.http_listen", "is empty".into());
         }
         let l = &raw.limits;
-        if l.rrl_ipv4_prefix_len > 32 || l.rrl_ipv6_prefix_len > 128 {
-            return invalid("limits.rrl_ipv*_prefix_len out of range".into());
+        if l.rrl_ipv4_prefix_len > 32 {
+            return invalid("limits.rrl_ipv4_prefix_len", "must be 0 to 32".into());
         }
-        if l.tcp_max_connections == 0 || l.tcp_idle_timeout_secs == 0 {
-            return invalid(
-                "limits.tcp_max_connections and tcp_idle_timeout_secs must be > 0".into(),
-            );
+        if l.rrl_ipv6_prefix_len > 128 {
+            return invalid("limits.rrl_ipv6_prefix_len", "must be 0 to 128".into());
+        }
+        if l.tcp_max_connections == 0 {
+            return invalid("limits.tcp_max_connections", "must be > 0".into());
+        }
+        if l.tcp_idle_timeout_secs == 0 {
+            return invalid("limits.tcp_idle_timeout_secs", "must be > 0".into());
         }
         if l.table_max_entries < 16 {
-            return invalid("limits.table_max_entries must be at least 16".into());
+            return invalid("limits.table_max_entries", "must be at least 16".into());
         }
         if l.client_queries_per_second > 0 && l.client_burst == 0 {
-            return invalid("limits.client_burst must be > 0".into());
+            return invalid(
+                "limits.client_burst",
+                "must be > 0 when limits.client_queries_per_second is set".into(),
+            );
         }
         let mut lists = Vec::new();
         for (i, r) in raw.lists.into_iter().enumerate() {
-            let what = format!("lists[{i}] ({:?})", r.name);
+            let key = |k: &str| format!("lists[{i}].{k}");
+            let what = format!("list {:?}", r.name);
             if r.name.is_empty() || r.name.len() > 64 || !r.name.is_ascii() {
-                return invalid(format!("{what}: name must be 1 to 64 ASCII characters"));
+                return invalid(
+                    &key("name"),
+                    format!("{:?}: must be 1 to 64 ASCII characters", r.name),
+                );
             }
             if lists.iter().any(|l: &ListConfig| l.name == r.name) {
-                return invalid(format!("{what}: duplicate list name"));
+                return invalid(&key("name"), format!("{what}: duplicate list name"));
             }
             let mut rpz_origin = None;
             let source = match (r.kind, r.path, r.primary, r.zone) {
                 (_, Some(p), None, None) => ListSource::File(p),
                 (ListKind::Rpz, Some(p), None, Some(zone)) => {
                     let Some(zone) = normalize_domain(&zone) else {
-                        return invalid(format!("{what}: zone {zone:?} is not a domain name"));
+                        return invalid(&key("zone"), format!("{zone:?} is not a domain name"));
                     };
                     rpz_origin = Some(zone);
                     ListSource::File(p)
                 }
                 (ListKind::Rpz, None, Some(primary), Some(zone)) => {
                     let Some(zone) = normalize_domain(&zone) else {
-                        return invalid(format!("{what}: zone {zone:?} is not a domain name"));
+                        return invalid(&key("zone"), format!("{zone:?} is not a domain name"));
                     };
                     ListSource::Transfer { primary, zone }
                 }
                 (ListKind::Rpz, _, _, _) => {
-                    return invalid(format!(
-                        "{what}: an rpz list needs either path, or primary and zone"
-                    ))
+                    return invalid(
+                        &format!("lists[{i}]"),
+                        format!("{what}: an rpz list needs either path, or primary and zone"),
+                    )
                 }
-                _ => return invalid(format!("{what}: a {:?} list needs path only", r.kind)),
+                _ => {
+                    return invalid(
+                        &format!("lists[{i}]"),
+                        format!("{what}: a {:?} list needs path only", r.kind),
+                    )
+                }
             };
             if r.refresh_secs == 0 {
-                return invalid(format!("{what}: refresh_secs must be > 0"));
+                return invalid(&key("refresh_secs"), "must be > 0".into());
             }
             if r.allow && r.action != Action::Passthru && r.action != Action::Redirect {
-                return invalid(format!("{what}: an allow list takes no action"));
+                return invalid(
+                    &key("action"),
+                    format!("{what}: an allow list takes no action"),
+                );
             }
             lists.push(ListConfig {
                 name: r.name,
@@ -461,10 +472,10 @@ impl Config {
             None => None,
             Some(r) => {
                 if r.apply_interval_secs == 0 || r.apply_interval_secs > 60 {
-                    return invalid("reports.apply_interval_secs must be 1 to 60".into());
+                    return invalid("reports.apply_interval_secs", "must be 1 to 60".into());
                 }
                 if r.action == Action::Passthru {
-                    return invalid("reports.action cannot be passthru".into());
+                    return invalid("reports.action", "cannot be passthru".into());
                 }
                 Some(ReportsConfig {
                     database: r.database,
@@ -511,11 +522,7 @@ impl Config {
 
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text)
+        Self::from_toml(&config_file::read(path)?)
     }
 
     /// Is this client a subscriber?
@@ -563,6 +570,29 @@ http_listen = ["127.0.0.80:8080"]
         let text = format!("{MIN}\n[cache]\nmax_entriez = 3\n");
         let e = Config::from_toml(&text).unwrap_err().to_string();
         assert!(e.contains("line 11") && e.contains("max_entriez"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key_and_line() {
+        let text = format!("{MIN}\n[limits]\ntable_max_entries = 3\n");
+        let e = Config::from_toml(&text).unwrap_err();
+        let i = e.invalid().expect("an invalid value");
+        assert_eq!(
+            (i.key.as_str(), i.line),
+            ("limits.table_max_entries", Some(11))
+        );
+        assert!(e
+            .to_string()
+            .contains("line 11, limits.table_max_entries: must be at least 16"));
+        let text = format!(
+            "{MIN}\n[[lists]]\nname = \"a\"\nkind = \"domains\"\npath = \"/x\"\n\n[[lists]]\nname = \"b\"\nkind = \"domains\"\npath = \"/y\"\nrefresh_secs = 0\n"
+        );
+        let e = Config::from_toml(&text).unwrap_err();
+        let i = e.invalid().expect("an invalid value");
+        assert_eq!(
+            (i.key.as_str(), i.line),
+            ("lists[1].refresh_secs", Some(19))
+        );
     }
 
     #[test]

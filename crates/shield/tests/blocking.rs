@@ -5,6 +5,7 @@
 
 mod common;
 use common::*;
+use std::time::Duration;
 
 #[test]
 fn every_action_wildcard_allowlist_and_cname_chains() {
@@ -161,7 +162,7 @@ path = "{rpz}"
         &dir.path("feed.txt"),
         "login.phish.shield.test\n*.evil.shield.test\nwww.shield.test\n",
     );
-    wait_until("reloaded feed", 10, || {
+    wait_until("reloaded feed", Duration::from_secs(10), || {
         q(&["www.shield.test"]).data() == vec![warning.clone()]
     });
     assert_eq!(

@@ -161,7 +161,7 @@ fn warning_page_and_reports_lifecycle_across_restart() {
         assert_eq!(fp.domain, "login.phish.shield.test");
         store.decide(fp.id, Status::Confirmed).unwrap();
     }
-    wait_until("false positive applied", 10, || {
+    wait_until("false positive applied", Duration::from_secs(10), || {
         dig(None, s.dns, &["-b", &src, "login.phish.shield.test"]).data() == vec!["192.0.2.66"]
     });
     // A rejected report changes nothing.

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use std::time::Duration;
 
 #[test]
 fn resolves_caches_truncates_and_fails_over() {
@@ -175,11 +176,10 @@ fn tcp_from(src: &str, server: std::net::SocketAddr) -> std::net::TcpStream {
             .into(),
     )
     .unwrap();
-    s.connect_timeout(&server.into(), std::time::Duration::from_secs(5))
+    s.connect_timeout(&server.into(), Duration::from_secs(5))
         .unwrap();
     let s: std::net::TcpStream = s.into();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
 }
 
@@ -255,11 +255,11 @@ fn tcp_connections_are_bounded_and_idle_ones_closed() {
     let idle = t.elapsed();
     println!("idle connections closed after {idle:?}");
     assert!(
-        idle >= std::time::Duration::from_millis(1500),
+        idle >= Duration::from_millis(1500),
         "closed before the idle timeout: {idle:?}"
     );
     // ...which frees their slots for new clients.
-    wait_until("slots freed", 5, || {
+    wait_until("slots freed", Duration::from_secs(5), || {
         s.metric("tandem_shield_tcp_connections") == 0.0
     });
     let mut again = tcp_from(&src, s.dns);

@@ -94,7 +94,7 @@ fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
         &format!("listen = [\"{net}.1:{shield_port}\"]"),
     );
     let s = Shield::start(&cfg);
-    wait_until("AXFR", 10, || s.policy.all_loaded());
+    wait_until("AXFR", Duration::from_secs(10), || s.policy.all_loaded());
     let src = format!("{net}.10");
     let q = |name: &str| dig(None, s.dns, &["-b", &src, name]);
 
@@ -149,7 +149,7 @@ fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
     let updates_before = s.metric("tandem_shield_list_updates_total{list=\"rpz\"}");
     let t0 = Instant::now();
     knot.reload();
-    wait_until("IXFR applied", 10, || {
+    wait_until("IXFR applied", Duration::from_secs(10), || {
         s.metric("tandem_shield_list_updates_total{list=\"rpz\"}") > updates_before
     });
     let applied = t0.elapsed();
@@ -175,7 +175,9 @@ fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
     body.push_str("late.phish.test CNAME *.\n");
     knot.write_zone(3, &body);
     knot.reload();
-    wait_until("second IXFR", 10, || q("late.phish.test").ede.is_some());
+    wait_until("second IXFR", Duration::from_secs(10), || {
+        q("late.phish.test").ede.is_some()
+    });
 
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -207,7 +209,7 @@ fn ixfr_on_the_refresh_timer_without_notify() {
     );
     let extra = rpz_list(knot_addr, 2);
     let s = Shield::start(&config(&net, &[nsd_addr], &extra));
-    wait_until("AXFR", 10, || s.policy.all_loaded());
+    wait_until("AXFR", Duration::from_secs(10), || s.policy.all_loaded());
     let src = format!("{net}.10");
     let q = |name: &str| dig(None, s.dns, &["-b", &src, name]);
     assert_eq!(q("first.phish.test").status.as_deref(), Some("NXDOMAIN"));
@@ -216,7 +218,7 @@ fn ixfr_on_the_refresh_timer_without_notify() {
     knot.write_zone(2, "first.phish.test CNAME .\nsecond.phish.test CNAME .\n");
     knot.reload();
     let t = Instant::now();
-    wait_until("IXFR on the refresh timer", 10, || {
+    wait_until("IXFR on the refresh timer", Duration::from_secs(10), || {
         q("second.phish.test").ede.is_some()
     });
     println!("picked up by the 2 s refresh timer after {:?}", t.elapsed());

@@ -3,11 +3,12 @@
 //! as real clients. Everything started here is stopped by a Drop guard.
 #![allow(dead_code, unreachable_pub)]
 
+pub use lab::wait::wait_until;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A loopback /24 of our own: 127.<pid-derived>.<test>.0/24, so that tests
 /// and concurrent runs never share an address.
@@ -45,18 +46,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Waits until `f` is true, or panics after `secs`.
-pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// The upstream test zone.
@@ -127,7 +116,7 @@ pub fn start_nsd(
         "nsd",
     );
     let probe = zones[0].0.to_string();
-    wait_until("nsd", 10, || {
+    wait_until("nsd", Duration::from_secs(10), || {
         let out = in_ns(ns, "dig")
             .args([
                 &format!("@{}", addr.ip()),
@@ -190,12 +179,12 @@ impl Knot {
         };
         k.write_zone(serial, body);
         // The zone file was written after start: load it.
-        wait_until("knotd control socket", 10, || {
+        wait_until("knotd control socket", Duration::from_secs(10), || {
             k.dir.join("knot.sock").exists()
         });
         k.reload();
         let z = zone.to_string();
-        wait_until("knot zone", 10, || {
+        wait_until("knot zone", Duration::from_secs(10), || {
             let out = Command::new("dig")
                 .args([
                     &format!("@{}", addr.ip()),
