@@ -26,6 +26,9 @@ first_data_wait_ms = 500
 hag_reply_timeout_ms = 2000
 manage_mptcp_endpoints = false
 nat = false
+# reno: the one algorithm every user may set (cubic needs CAP_NET_ADMIN
+# where it is not in net.ipv4.tcp_allowed_congestion_control).
+congestion_control = "reno"
 cookie = "{COOKIE}"
 [dsl]
 interface = "dsl0"

@@ -56,7 +56,7 @@ fn start(tag: &str, extra: &str) -> Hag {
     };
     let text = format!(
         "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nprobe = false\nmptcp = false\n\
-         enable_fastopen_sysctl = false\n{access}{top}\n\
+         enable_fastopen_sysctl = false\ncongestion_control = \"reno\"\n{access}{top}\n\
          [timeouts]\nheader_ms = 1000\nconnect_ms = 300\n{tables}"
     );
     let config = hag::Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -29,6 +29,18 @@ pub mod wait;
 
 pub use topology::{down, link, status, up, Link, LinkAction, State, UpOptions};
 
+/// For the tests that build namespaces (marked `#[ignore]` with the reason,
+/// so that `cargo test` without root lists them as ignored instead of
+/// passing them silently; `make test` runs them with `--include-ignored`):
+/// panics with what to do unless the process is root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test needs root and network namespaces: run `make test`, or \
+         `cargo test -- --include-ignored`, as root"
+    );
+}
+
 /// What went wrong in the lab.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

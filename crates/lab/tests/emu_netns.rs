@@ -19,17 +19,6 @@ use lab::emu::{self, Impairment};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// Runs a command to completion, killing it after `timeout`.
 fn run_timeout(args: &[&str], timeout: Duration) -> Output {
     let mut child = Command::new(args[0])
@@ -294,18 +283,10 @@ fn process_cpu() -> Duration {
     Duration::from_millis((f[11] + f[12]) * 10)
 }
 
-macro_rules! require_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
-            return;
-        }
-    };
-}
-
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn delay_loss_jitter_and_live_changes() {
-    require_root!();
+    lab::require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let pair = Pair::new(0);
     let emu = in_netns(&pair.b.0, || emu::spawn(pair.queue, Impairment::NONE)).unwrap();
@@ -370,8 +351,9 @@ fn delay_loss_jitter_and_live_changes() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn run_blocking_follows_control_file() {
-    require_root!();
+    lab::require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let pair = Pair::new(2);
     let dir = tempdir();
@@ -495,13 +477,14 @@ fn bulk_tcp(idx: u8, opts: emu::EmuOptions, label: &str) -> f64 {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn throughput_smoke_with_20ms_delay() {
-    require_root!();
+    lab::require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if Command::new("iperf3").arg("--version").output().is_err() {
-        eprintln!("skipped: iperf3 not installed");
-        return;
-    }
+    assert!(
+        Command::new("iperf3").arg("--version").output().is_ok(),
+        "iperf3 is not installed (make deps installs it)"
+    );
     // Default socket buffer: printed only (bursts on an unshaped veth overrun it).
     bulk_tcp(1, emu::EmuOptions::default(), "default rcvbuf");
     let opts = emu::EmuOptions {

@@ -2,7 +2,8 @@
 //! against the real kernel.
 //!
 //! Need root (they create network namespaces with `ip netns add`) and
-//! `nft`; they are skipped with a message otherwise. Each runs in a fresh
+//! `nft`: `#[ignore]`d, so `cargo test` lists them as ignored; `make test`
+//! runs them (`--include-ignored`). Each runs in a fresh
 //! namespace `tandem-nltest-<pid>-<n>` entered by a dedicated thread; what
 //! the library reports is cross-checked with `ip rule` / `ip route` in the
 //! same namespace. The namespace is deleted by a drop guard, also when the
@@ -15,7 +16,7 @@ use mptcp_sock::conntrack::{Conntrack, Flow, MarkFilter};
 use mptcp_sock::route::{Family, Route, RouteNetlink, Rule, RuleTarget};
 
 mod common;
-use common::{block_on, in_netns, is_root, on_netns_thread, run, NetnsGuard};
+use common::{block_on, in_netns, on_netns_thread, require_root, run, NetnsGuard};
 
 fn nft_available() -> bool {
     std::process::Command::new("nft")
@@ -55,11 +56,13 @@ fn ours(flows: &[Flow], src_port: u16) -> Vec<&Flow> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn conntrack_entries_are_listed_and_deleted_by_mark() {
-    if !is_root() || !nft_available() {
-        eprintln!("skipping: needs root and nft");
-        return;
-    }
+    require_root();
+    assert!(
+        nft_available(),
+        "nft is not installed (make deps installs nftables)"
+    );
     let ns = NetnsGuard::create("tandem-nltest");
     ns.exec(&["ip", "link", "set", "lo", "up"]);
     // Conntrack state in the namespace: new UDP flows get a mark by
@@ -133,11 +136,9 @@ fn has_line(out: &str, needle: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn rules_and_routes_are_added_listed_and_deleted() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    require_root();
     let ns = NetnsGuard::create("tandem-nltest");
     ns.exec(&["ip", "link", "set", "lo", "up"]);
     ns.exec(&[

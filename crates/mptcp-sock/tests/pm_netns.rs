@@ -1,7 +1,8 @@
 //! Integration test for `mptcp_sock::pm` against the real kernel.
 //!
 //! Needs root (creates a network namespace with `ip netns add`) and a kernel
-//! with MPTCP; it is skipped with a message otherwise. Every check runs inside
+//! with MPTCP: `#[ignore]`d, so `cargo test` lists it as ignored; `make test`
+//! runs it (`--include-ignored`). Every check runs inside
 //! a fresh namespace `tandem-pmtest-<pid>-<n>` entered by a dedicated thread,
 //! and what the library reports is cross-checked against `ip mptcp …` run in
 //! the same namespace. The namespace is deleted by a drop guard, also when the
@@ -12,7 +13,7 @@ use std::net::IpAddr;
 use mptcp_sock::pm::{Endpoint, EndpointFlags, Limits, PathManager, PmError};
 
 mod common;
-use common::{in_netns, is_root, run, NetnsGuard};
+use common::{in_netns, require_root, run, NetnsGuard};
 
 fn mptcp_available() -> bool {
     std::fs::read_to_string("/proc/sys/net/mptcp/enabled").is_ok_and(|s| s.trim() == "1")
@@ -26,11 +27,13 @@ fn netlink_errno(r: Result<(), PmError>) -> (&'static str, i32, String) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn path_manager_in_fresh_netns() {
-    if !is_root() || !mptcp_available() {
-        eprintln!("skipping: needs root and net.mptcp.enabled=1");
-        return;
-    }
+    require_root();
+    assert!(
+        mptcp_available(),
+        "this kernel has no Multipath TCP (net.mptcp.enabled)"
+    );
     let ns = NetnsGuard::create("tandem-pmtest");
     // A veth pair (the dummy driver is not always built); both ends stay in
     // the namespace.

@@ -119,7 +119,9 @@ fn flood(ns: String, target: SocketAddr, count: usize, pps: u64) -> std::thread:
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn spoofed_flood_leaves_real_clients_answered_without_amplification() {
+    lab::require_root();
     let shield_ns = Netns::new("s");
     let client_ns = Netns::new("c");
     let attacker_ns = Netns::new("a");

@@ -72,7 +72,9 @@ fn rpz_list(primary: SocketAddr, refresh_secs: u32) -> String {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
+    lab::require_root();
     let net = net(4);
     let dir = TempDir::new("rpzxfr");
     let (_nsd, nsd_addr) = start_test_nsd(&net, &dir);
@@ -191,7 +193,9 @@ fn axfr_then_ixfr_on_notify_with_zero_failed_queries() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn ixfr_on_the_refresh_timer_without_notify() {
+    lab::require_root();
     let net = net(7);
     let dir = TempDir::new("rpzrefresh");
     let (_nsd, nsd_addr) = start_test_nsd(&net, &dir);

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{expected, metric, root, Lab};
+use common::{expected, metric, Lab};
 use convert_proto::{Connect, ErrorCode, Message, Tlv};
 
 const ORIGIN: &str = "http://203.0.113.10:80";
@@ -58,11 +58,9 @@ fn pcap_tcp_payloads(path: &str) -> Vec<Vec<u8>> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn download_upload_identical_both_links_and_zero_rtt() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("dp", "rural");
     let passive_before = lab.netstat("hag", "TCPFastOpenPassive");
 
@@ -315,11 +313,9 @@ fn download_upload_identical_both_links_and_zero_rtt() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn refusals_are_error_tlvs_and_lan_resets() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("er", "fast");
 
     // (d) a client outside the subscriber prefixes: Not Authorized, even
@@ -517,11 +513,9 @@ fn hostile_payload(i: usize) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn thousand_hostile_headers_while_a_download_runs() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("hs", "rural");
     let size = 12_000_000u64;
     let download = std::process::Command::new("ip")
@@ -641,11 +635,9 @@ fn thousand_hostile_headers_while_a_download_runs() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn cpe_removes_its_table_on_sigterm_and_after_a_crash() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("cl", "fast");
     let tables = || lab.ok("cpe", &["nft", "list", "tables"]);
     assert!(tables().contains("tandem_cpe"));

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{expected, metric, root, Lab};
+use common::{expected, metric, Lab};
 use convert_proto::{Connect, ErrorCode, Message, Tlv};
 use nix::sys::signal::Signal;
 
@@ -91,11 +91,9 @@ fn open_relayed(
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn cookie_paths_revocation_and_key_rotation() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("ck", "fast");
     let home1 = lab.cookie();
     let dest = "203.0.113.10:80";
@@ -251,11 +249,9 @@ fn cookie_paths_revocation_and_key_rotation() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn no_open_proxy_and_no_ssrf() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("op", "fast");
     let cookie = lab.cookie();
     // From the internet, even with a valid cookie.
@@ -378,11 +374,9 @@ fn hag_rss_kib(lab: &Lab) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn limits_answer_resource_exceeded_with_backoff() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("lm", "fast");
     let atk = add_subscriber(&lab, "home-9", "10.64.9.2/32");
     lab.reconfigure_hag(|t| {
@@ -559,11 +553,9 @@ fn ready_status(lab: &Lab) -> String {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn drain_on_sigterm_and_reload_on_sighup_keep_downloads() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("dr", "rural");
     let size = 24_000_000u64; // ≈ 5 s on rural
     let dl = start_download(&lab, size);
@@ -645,11 +637,9 @@ fn drain_on_sigterm_and_reload_on_sighup_keep_downloads() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn subscriber_keeps_goodput_under_attack() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("ua", "rural");
     let size = 20_000_000u64;
     let rate = |lab: &Lab| -> f64 {
@@ -719,11 +709,9 @@ fn subscriber_keeps_goodput_under_attack() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn syn_floods_leave_no_userspace_state() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("sf", "fast");
     let before = lab.metrics("hag");
     let accepted_before = metric(&before, "tandem_hag_accepted_total");
@@ -810,11 +798,9 @@ fn syn_floods_leave_no_userspace_state() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn global_limit_and_error_reply_rate() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("gl", "fast");
     // A second HAG on another port with a global limit of 3 connections and
     // at most 5 error replies per second.

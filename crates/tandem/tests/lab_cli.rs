@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{metric, root, Lab, TANDEM};
+use common::{metric, Lab, TANDEM};
 
 /// Seconds curl needs to connect from the CPE over one link.
 fn connect_secs(lab: &Lab, source: &str) -> Option<f64> {
@@ -37,11 +37,9 @@ fn tandem(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn link_set_cut_restore_and_status() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("lk", "rural");
     let dsl = "10.64.1.2";
     // Profile rural: the DSL round trip is 15 ms (connect = one round trip).
@@ -133,11 +131,9 @@ fn link_set_cut_restore_and_status() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn cpe_reports_an_unreachable_hag() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("un", "fast");
     let pid = nix::unistd::Pid::from_raw(lab.pid("hag") as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();

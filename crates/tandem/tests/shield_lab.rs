@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{root, Lab};
+use common::Lab;
 
 fn dig(lab: &Lab, name: &str) -> String {
     lab.ok("home", &["dig", "+tries=1", "+time=3", name])
@@ -18,11 +18,9 @@ fn dig_short(lab: &Lab, name: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn home_is_protected_and_reports_go_through_the_cli() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("sh", "fast");
     // A legitimate name resolves through the shield to the authority's answer.
     assert_eq!(dig_short(&lab, "www.example.test"), "203.0.113.10");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{expected, metric, root, Lab};
+use common::{expected, metric, Lab};
 use lab::Link;
 use sha2::{Digest, Sha256};
 
@@ -169,11 +169,9 @@ fn link_cmd(lab: &Lab, link: &str, action: &str) {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn failover_is_hitless_on_cuts_and_blackholes_of_either_link() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("fo", "rural");
     // About a minute at the rural profile's rates with the outages below.
     let size = 240_000_000u64;
@@ -262,11 +260,9 @@ fn failover_is_hitless_on_cuts_and_blackholes_of_either_link() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn priority_mode_uses_the_mobile_link_only_for_the_overflow() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("pr", "rural");
     let standby = || metric(&lab.metrics("cpe"), "tandem_cpe_mobile_standby");
     assert_eq!(standby(), 1.0, "idle: the mobile link is standby");
@@ -307,11 +303,9 @@ fn priority_mode_uses_the_mobile_link_only_for_the_overflow() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn active_standby_and_aggregate_modes_follow_sighup() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("as", "rural");
     let cpe = || lab.metrics("cpe");
     lab.reconfigure_cpe(|t| format!("{t}[steering]\nmode = \"active-standby\"\n"));
@@ -464,11 +458,9 @@ fn hag_usage(lab: &Lab, link: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn mobile_budget_is_not_overrun_survives_restarts_and_rolls_over() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("bu", "suburban");
     let limit = 40_000_000u64;
     let cfg = lab.file("cpe.toml");
@@ -593,11 +585,9 @@ fn udp_echo(lab: &Lab, stop: Arc<AtomicBool>) -> JoinHandle<()> {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn udp_and_dns_leave_on_the_fixed_line_and_fail_over_to_mobile() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("ud", "rural");
     let stop = Arc::new(AtomicBool::new(false));
     let echo = udp_echo(&lab, stop.clone());
@@ -741,11 +731,9 @@ fn whoami(lab: &Lab, port: u16, dscp: Option<u32>) -> String {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make test, or cargo test -- --include-ignored as root"]
 fn bypass_rules_keep_classes_off_the_hag_and_on_their_link() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    lab::require_root();
     let lab = Lab::up("by", "fast");
     let stop = Arc::new(AtomicBool::new(false));
     let server = tcp_whoami(&lab, &[9, 10, 11, 12], stop.clone());

@@ -59,14 +59,21 @@ pub fn run(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn is_root() -> bool {
+/// For the tests marked `#[ignore]` because they need root (`make test`
+/// runs them): panics with what to do unless the process is root.
+pub fn require_root() {
     // Effective uid is the second field of the `Uid:` line.
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|l| l.split_whitespace().nth(1))
-            == Some("0")
-    })
+            .is_some_and(|u| u == "0")
+    });
+    assert!(
+        root,
+        "this test needs root and network namespaces: run `make test`, or \
+         `cargo test -- --include-ignored`, as root"
+    );
 }
 
 /// Runs `f` on a new thread that has joined the namespace; a panic in `f`

@@ -12,10 +12,6 @@ pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 /// measurement next to another lab's traffic means nothing.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-pub fn root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
-
 /// A running lab; `Drop` runs `tandem lab down` (also on panic) and checks
 /// that nothing was left behind.
 pub struct Lab {
