@@ -703,34 +703,21 @@ fn machine(dir: &Path) -> Machine {
     }
 }
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// The UTC time of a Unix second (the epoch for one out of range, which a
+/// clock cannot give).
+fn utc(secs: u64) -> jiff::Timestamp {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 fn utc_date(secs: u64) -> String {
-    let (y, m, d) = civil((secs / 86_400) as i64);
-    format!("{y:04}-{m:02}-{d:02}")
+    utc(secs).strftime("%Y-%m-%d").to_string()
 }
 
 fn utc_timestamp(secs: u64) -> String {
-    let s = secs % 86_400;
-    format!(
-        "{}T{:02}:{:02}:{:02}Z",
-        utc_date(secs),
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    utc(secs).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]

@@ -21,17 +21,18 @@ pub struct ReasonLabel {
 pub struct SubscriberLabel {
     /// Registry name ("unauthenticated" without cookies).
     pub subscriber: String,
-    /// "upstream" (subscriber → internet) or "downstream".
-    pub direction: String,
+    /// [`Direction::name`]: "upstream" (subscriber → internet) or
+    /// "downstream".
+    pub direction: &'static str,
 }
 
 /// Label: an access link and a direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LinkLabel {
-    /// Link name ([`Link::name`]: "dsl", "lte").
-    pub link: String,
-    /// "upstream" or "downstream".
-    pub direction: String,
+    /// [`Link::name`]: "dsl" or "lte".
+    pub link: &'static str,
+    /// [`Direction::name`]: "upstream" or "downstream".
+    pub direction: &'static str,
 }
 
 /// Every metric the HAG exports.
@@ -69,8 +70,8 @@ pub struct Metrics {
 pub struct SubscriberLinkLabel {
     /// Subscriber name.
     pub subscriber: String,
-    /// Link name.
-    pub link: String,
+    /// [`Link::name`]: "dsl" or "lte".
+    pub link: &'static str,
 }
 
 impl Default for Metrics {
@@ -192,7 +193,7 @@ impl Metrics {
             self.subscriber_bytes
                 .get_or_create(&SubscriberLabel {
                     subscriber: subscriber.to_string(),
-                    direction: direction.name().to_string(),
+                    direction: direction.name(),
                 })
                 .inc_by(n);
         }
@@ -203,7 +204,7 @@ impl Metrics {
         self.subscriber_link_bytes
             .get_or_create(&SubscriberLinkLabel {
                 subscriber: subscriber.to_string(),
-                link: link.name().to_string(),
+                link: link.name(),
             })
             .inc_by(n);
     }
@@ -216,8 +217,8 @@ impl Metrics {
         ] {
             self.link_bytes
                 .get_or_create(&LinkLabel {
-                    link: link.name().to_string(),
-                    direction: direction.name().to_string(),
+                    link: link.name(),
+                    direction: direction.name(),
                 })
                 .inc_by(n);
         }

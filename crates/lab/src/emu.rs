@@ -99,6 +99,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 
+use crate::profile::{parse_ms, parse_pct};
+
 /// Kernel-side NFQUEUE length (packets) configured for every bound queue.
 pub const QUEUE_MAX_LEN: u32 = 8192;
 /// How often [`run_blocking`] checks the control file and the stop flag.
@@ -238,19 +240,12 @@ impl FromStr for Impairment {
                     "expected key:value, got {part:?}"
                 )));
             };
-            let value = value.trim();
-            let value = value
-                .strip_suffix("ms")
-                .or_else(|| value.strip_suffix('%'))
-                .unwrap_or(value)
-                .trim();
-            let v: f64 = value
-                .parse()
-                .map_err(|_| EmuError::Invalid(format!("bad number in {part:?}")))?;
+            // The lab CLI's unit parsers: `15ms` or `15`, `1%` or `1`.
+            let bad = || EmuError::Invalid(format!("bad number in {part:?}"));
             match key.trim() {
-                "delay" | "delay_ms" => imp.delay_ms = v,
-                "jitter" | "jitter_ms" => imp.jitter_ms = v,
-                "loss" | "loss_pct" => imp.loss_pct = v,
+                "delay" | "delay_ms" => imp.delay_ms = parse_ms(value).ok_or_else(bad)?,
+                "jitter" | "jitter_ms" => imp.jitter_ms = parse_ms(value).ok_or_else(bad)?,
+                "loss" | "loss_pct" => imp.loss_pct = parse_pct(value).ok_or_else(bad)?,
                 other => return Err(EmuError::Invalid(format!("unknown key {other:?}"))),
             }
         }
