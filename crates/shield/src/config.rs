@@ -477,6 +477,16 @@ impl Config {
                 if r.action == Action::Passthru {
                     return invalid("reports.action", "cannot be passthru".into());
                 }
+                let reserved = [crate::REPORTS_BLOCK_LIST, crate::REPORTS_ALLOW_LIST];
+                if let Some(i) = lists
+                    .iter()
+                    .position(|l| reserved.contains(&l.name.as_str()))
+                {
+                    return invalid(
+                        &format!("lists[{i}].name"),
+                        format!("{:?} is reserved for the reports", lists[i].name),
+                    );
+                }
                 Some(ReportsConfig {
                     database: r.database,
                     apply_interval: Duration::from_secs(r.apply_interval_secs),
@@ -593,6 +603,17 @@ http_listen = ["127.0.0.80:8080"]
             (i.key.as_str(), i.line),
             ("lists[1].refresh_secs", Some(19))
         );
+    }
+
+    #[test]
+    fn the_reports_list_names_are_reserved() {
+        let text = format!(
+            "{MIN}\n[[lists]]\nname = \"{}\"\nkind = \"domains\"\npath = \"/x\"\n[reports]\ndatabase = \"/tmp/r.db\"\n",
+            crate::REPORTS_BLOCK_LIST
+        );
+        let e = Config::from_toml(&text).unwrap_err();
+        let i = e.invalid().expect("an invalid value");
+        assert_eq!((i.key.as_str(), i.line), ("lists[0].name", Some(11)), "{e}");
     }
 
     #[test]

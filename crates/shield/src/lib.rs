@@ -79,9 +79,19 @@ pub enum Error {
     /// The report database could not be opened.
     #[error("{0}")]
     Reports(#[from] reports::ReportError),
-    /// The configuration is inconsistent.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// A list takes a name the reports use.
+    #[error("invalid configuration: list name {0:?} is reserved for the reports")]
+    ReservedListName(&'static str),
+    /// Loading a list at start stopped before it finished (the loader
+    /// thread panicked or was cancelled).
+    #[error("loading list {list}: {source}")]
+    Loader {
+        /// The list.
+        list: String,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// A shield with its sockets bound and its file lists loaded, not yet
@@ -110,9 +120,7 @@ impl Server {
         if config.reports.is_some() {
             for reserved in [REPORTS_BLOCK_LIST, REPORTS_ALLOW_LIST] {
                 if names.iter().any(|n| &*n.0 == reserved) {
-                    return Err(Error::Config(format!(
-                        "list name {reserved:?} is reserved for the reports"
-                    )));
+                    return Err(Error::ReservedListName(reserved));
                 }
             }
             names.push((REPORTS_BLOCK_LIST.into(), false, config::EdeKind::Blocked));
@@ -162,7 +170,10 @@ impl Server {
                 let (c, p2, pol, m) = (l.clone(), p.clone(), policy.clone(), metrics.clone());
                 tokio::task::spawn_blocking(move || loader::load_file_now(&c, &p2, &pol, &m))
                     .await
-                    .map_err(|e| Error::Config(e.to_string()))?
+                    .map_err(|source| Error::Loader {
+                        list: l.name.clone(),
+                        source,
+                    })?
                     .map_err(|source| Error::List {
                         list: l.name.clone(),
                         source,
