@@ -347,153 +347,177 @@ pub fn normalize_domain(s: &str) -> Option<String> {
     }
 }
 
+/// The top-level values: listeners, upstreams, cache and limits.
+fn check_general(t: &Text<'_>, raw: &Raw) -> Result<(), ConfigError> {
+    let invalid = |key: &str, m: String| Err(t.invalid(key, m));
+    if raw.listen.is_empty() {
+        return invalid("listen", "is empty".into());
+    }
+    if raw.subscriber_prefixes.is_empty() {
+        return invalid(
+            "subscriber_prefixes",
+            "is empty: nobody could resolve".into(),
+        );
+    }
+    if raw.upstream.servers.is_empty() {
+        return invalid("upstream.servers", "is empty".into());
+    }
+    if raw.upstream.timeout_ms == 0 {
+        return invalid("upstream.timeout_ms", "must be > 0".into());
+    }
+    if raw.upstream.max_in_flight == 0 {
+        return invalid("upstream.max_in_flight", "must be > 0".into());
+    }
+    let c = &raw.cache;
+    if c.min_ttl_secs > c.max_ttl_secs {
+        return invalid("cache.min_ttl_secs", "is above cache.max_ttl_secs".into());
+    }
+    if raw.warning.http_listen.is_empty() {
+        return invalid("warning.http_listen", "is empty".into());
+    }
+    let l = &raw.limits;
+    if l.rrl_ipv4_prefix_len > 32 {
+        return invalid("limits.rrl_ipv4_prefix_len", "must be 0 to 32".into());
+    }
+    if l.rrl_ipv6_prefix_len > 128 {
+        return invalid("limits.rrl_ipv6_prefix_len", "must be 0 to 128".into());
+    }
+    if l.tcp_max_connections == 0 {
+        return invalid("limits.tcp_max_connections", "must be > 0".into());
+    }
+    if l.tcp_idle_timeout_secs == 0 {
+        return invalid("limits.tcp_idle_timeout_secs", "must be > 0".into());
+    }
+    if l.table_max_entries < 16 {
+        return invalid("limits.table_max_entries", "must be at least 16".into());
+    }
+    if l.client_queries_per_second > 0 && l.client_burst == 0 {
+        return invalid(
+            "limits.client_burst",
+            "must be > 0 when limits.client_queries_per_second is set".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The block and allow lists, in order.
+fn lists(t: &Text<'_>, raw: Vec<RawList>) -> Result<Vec<ListConfig>, ConfigError> {
+    let invalid = |key: &str, m: String| Err(t.invalid(key, m));
+    let mut lists = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("lists[{i}].{k}");
+        let what = format!("list {:?}", r.name);
+        if r.name.is_empty() || r.name.len() > 64 || !r.name.is_ascii() {
+            return invalid(
+                &key("name"),
+                format!("{:?}: must be 1 to 64 ASCII characters", r.name),
+            );
+        }
+        if lists.iter().any(|l: &ListConfig| l.name == r.name) {
+            return invalid(&key("name"), format!("{what}: duplicate list name"));
+        }
+        let mut rpz_origin = None;
+        let source = match (r.kind, r.path, r.primary, r.zone) {
+            (_, Some(p), None, None) => ListSource::File(p),
+            (ListKind::Rpz, Some(p), None, Some(zone)) => {
+                let Some(zone) = normalize_domain(&zone) else {
+                    return invalid(&key("zone"), format!("{zone:?} is not a domain name"));
+                };
+                rpz_origin = Some(zone);
+                ListSource::File(p)
+            }
+            (ListKind::Rpz, None, Some(primary), Some(zone)) => {
+                let Some(zone) = normalize_domain(&zone) else {
+                    return invalid(&key("zone"), format!("{zone:?} is not a domain name"));
+                };
+                ListSource::Transfer { primary, zone }
+            }
+            (ListKind::Rpz, _, _, _) => {
+                return invalid(
+                    &format!("lists[{i}]"),
+                    format!("{what}: an rpz list needs either path, or primary and zone"),
+                )
+            }
+            _ => {
+                return invalid(
+                    &format!("lists[{i}]"),
+                    format!("{what}: a {:?} list needs path only", r.kind),
+                )
+            }
+        };
+        if r.refresh_secs == 0 {
+            return invalid(&key("refresh_secs"), "must be > 0".into());
+        }
+        if r.allow && r.action != Action::Passthru && r.action != Action::Redirect {
+            return invalid(
+                &key("action"),
+                format!("{what}: an allow list takes no action"),
+            );
+        }
+        lists.push(ListConfig {
+            name: r.name,
+            kind: r.kind,
+            source,
+            rpz_origin,
+            allow: r.allow,
+            action: if r.allow { Action::Passthru } else { r.action },
+            include_subdomains: r.include_subdomains,
+            ede: r.ede,
+            refresh: Duration::from_secs(r.refresh_secs),
+        });
+    }
+    Ok(lists)
+}
+
+/// The citizen reports, if configured (their list names are reserved).
+fn reports(
+    t: &Text<'_>,
+    raw: Option<RawReports>,
+    lists: &[ListConfig],
+) -> Result<Option<ReportsConfig>, ConfigError> {
+    let invalid = |key: &str, m: String| Err(t.invalid(key, m));
+    Ok(match raw {
+        None => None,
+        Some(r) => {
+            if r.apply_interval_secs == 0 || r.apply_interval_secs > 60 {
+                return invalid("reports.apply_interval_secs", "must be 1 to 60".into());
+            }
+            if r.action == Action::Passthru {
+                return invalid("reports.action", "cannot be passthru".into());
+            }
+            let reserved = [crate::REPORTS_BLOCK_LIST, crate::REPORTS_ALLOW_LIST];
+            if let Some(i) = lists
+                .iter()
+                .position(|l| reserved.contains(&l.name.as_str()))
+            {
+                return invalid(
+                    &format!("lists[{i}].name"),
+                    format!("{:?} is reserved for the reports", lists[i].name),
+                );
+            }
+            Some(ReportsConfig {
+                database: r.database,
+                apply_interval: Duration::from_secs(r.apply_interval_secs),
+                action: r.action,
+            })
+        }
+    })
+}
+
 impl Config {
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let t = Text::new(text);
         let raw: Raw = t.parse()?;
-        let invalid = |key: &str, m: String| Err(t.invalid(key, m));
-        if raw.listen.is_empty() {
-            return invalid("listen", "is empty".into());
-        }
-        if raw.subscriber_prefixes.is_empty() {
-            return invalid(
-                "subscriber_prefixes",
-                "is empty: nobody could resolve".into(),
-            );
-        }
-        if raw.upstream.servers.is_empty() {
-            return invalid("upstream.servers", "is empty".into());
-        }
-        if raw.upstream.timeout_ms == 0 {
-            return invalid("upstream.timeout_ms", "must be > 0".into());
-        }
-        if raw.upstream.max_in_flight == 0 {
-            return invalid("upstream.max_in_flight", "must be > 0".into());
-        }
-        let c = &raw.cache;
-        if c.min_ttl_secs > c.max_ttl_secs {
-            return invalid("cache.min_ttl_secs", "is above cache.max_ttl_secs".into());
-        }
-        if raw.warning.http_listen.is_empty() {
-            return invalid("warning.http_listen", "is empty".into());
-        }
-        let l = &raw.limits;
-        if l.rrl_ipv4_prefix_len > 32 {
-            return invalid("limits.rrl_ipv4_prefix_len", "must be 0 to 32".into());
-        }
-        if l.rrl_ipv6_prefix_len > 128 {
-            return invalid("limits.rrl_ipv6_prefix_len", "must be 0 to 128".into());
-        }
-        if l.tcp_max_connections == 0 {
-            return invalid("limits.tcp_max_connections", "must be > 0".into());
-        }
-        if l.tcp_idle_timeout_secs == 0 {
-            return invalid("limits.tcp_idle_timeout_secs", "must be > 0".into());
-        }
-        if l.table_max_entries < 16 {
-            return invalid("limits.table_max_entries", "must be at least 16".into());
-        }
-        if l.client_queries_per_second > 0 && l.client_burst == 0 {
-            return invalid(
-                "limits.client_burst",
-                "must be > 0 when limits.client_queries_per_second is set".into(),
-            );
-        }
-        let mut lists = Vec::new();
-        for (i, r) in raw.lists.into_iter().enumerate() {
-            let key = |k: &str| format!("lists[{i}].{k}");
-            let what = format!("list {:?}", r.name);
-            if r.name.is_empty() || r.name.len() > 64 || !r.name.is_ascii() {
-                return invalid(
-                    &key("name"),
-                    format!("{:?}: must be 1 to 64 ASCII characters", r.name),
-                );
-            }
-            if lists.iter().any(|l: &ListConfig| l.name == r.name) {
-                return invalid(&key("name"), format!("{what}: duplicate list name"));
-            }
-            let mut rpz_origin = None;
-            let source = match (r.kind, r.path, r.primary, r.zone) {
-                (_, Some(p), None, None) => ListSource::File(p),
-                (ListKind::Rpz, Some(p), None, Some(zone)) => {
-                    let Some(zone) = normalize_domain(&zone) else {
-                        return invalid(&key("zone"), format!("{zone:?} is not a domain name"));
-                    };
-                    rpz_origin = Some(zone);
-                    ListSource::File(p)
-                }
-                (ListKind::Rpz, None, Some(primary), Some(zone)) => {
-                    let Some(zone) = normalize_domain(&zone) else {
-                        return invalid(&key("zone"), format!("{zone:?} is not a domain name"));
-                    };
-                    ListSource::Transfer { primary, zone }
-                }
-                (ListKind::Rpz, _, _, _) => {
-                    return invalid(
-                        &format!("lists[{i}]"),
-                        format!("{what}: an rpz list needs either path, or primary and zone"),
-                    )
-                }
-                _ => {
-                    return invalid(
-                        &format!("lists[{i}]"),
-                        format!("{what}: a {:?} list needs path only", r.kind),
-                    )
-                }
-            };
-            if r.refresh_secs == 0 {
-                return invalid(&key("refresh_secs"), "must be > 0".into());
-            }
-            if r.allow && r.action != Action::Passthru && r.action != Action::Redirect {
-                return invalid(
-                    &key("action"),
-                    format!("{what}: an allow list takes no action"),
-                );
-            }
-            lists.push(ListConfig {
-                name: r.name,
-                kind: r.kind,
-                source,
-                rpz_origin,
-                allow: r.allow,
-                action: if r.allow { Action::Passthru } else { r.action },
-                include_subdomains: r.include_subdomains,
-                ede: r.ede,
-                refresh: Duration::from_secs(r.refresh_secs),
-            });
-        }
+        check_general(&t, &raw)?;
+        let lists = lists(&t, raw.lists)?;
         let workers = if raw.udp_workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             raw.udp_workers
         };
-        let reports = match raw.reports {
-            None => None,
-            Some(r) => {
-                if r.apply_interval_secs == 0 || r.apply_interval_secs > 60 {
-                    return invalid("reports.apply_interval_secs", "must be 1 to 60".into());
-                }
-                if r.action == Action::Passthru {
-                    return invalid("reports.action", "cannot be passthru".into());
-                }
-                let reserved = [crate::REPORTS_BLOCK_LIST, crate::REPORTS_ALLOW_LIST];
-                if let Some(i) = lists
-                    .iter()
-                    .position(|l| reserved.contains(&l.name.as_str()))
-                {
-                    return invalid(
-                        &format!("lists[{i}].name"),
-                        format!("{:?} is reserved for the reports", lists[i].name),
-                    );
-                }
-                Some(ReportsConfig {
-                    database: r.database,
-                    apply_interval: Duration::from_secs(r.apply_interval_secs),
-                    action: r.action,
-                })
-            }
-        };
+        let reports = reports(&t, raw.reports, &lists)?;
+        let (c, l) = (&raw.cache, &raw.limits);
         Ok(Self {
             listen: raw.listen,
             subscriber_prefixes: raw.subscriber_prefixes,
