@@ -414,29 +414,16 @@ fn load(path: &Path) -> Result<Option<State>, BudgetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
+    struct TempDir(tempfile::TempDir);
 
     impl TempDir {
         fn new() -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let name = format!("tandem-budget-{}-{n}", std::process::id());
-            let dir = std::env::temp_dir().join(name);
-            let _ = fs::remove_dir_all(&dir); // left by an earlier process
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
+            Self(tempfile::tempdir().unwrap())
         }
         fn cfg(&self, limit_bytes: u64, reset_day: u8) -> BudgetConfig {
-            BudgetConfig::new(limit_bytes, reset_day, self.0.join("budget.json"))
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
+            BudgetConfig::new(limit_bytes, reset_day, self.0.path().join("budget.json"))
         }
     }
 
@@ -657,7 +644,7 @@ mod tests {
 
     #[test]
     fn persist_into_missing_directory_is_io_error() {
-        let cfg = BudgetConfig::new(1, 1, TempDir::new().0.join("no/b.json"));
+        let cfg = BudgetConfig::new(1, 1, TempDir::new().0.path().join("no/b.json"));
         let t = Tracker::open(cfg, 0).unwrap();
         assert!(matches!(t.persist(), Err(BudgetError::Io { .. })));
     }

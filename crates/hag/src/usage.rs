@@ -122,10 +122,8 @@ mod tests {
 
     #[test]
     fn adds_up_across_restarts() {
-        let dir = std::env::temp_dir().join(format!("tandem-usage-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("subscribers.usage.db");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subscribers.usage.db");
         let read = |s| Usage::open(&path).unwrap().read(s).unwrap();
         for _ in 0..2 {
             let (w, t) = Writer::start(&path).unwrap();
@@ -142,6 +140,5 @@ mod tests {
         let lte = rows.iter().find(|r| r.link == "lte").unwrap();
         assert_eq!((lte.up_bytes, lte.down_bytes), (20, 2_000));
         assert_eq!(read(None).len(), 3);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,7 +9,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use convert_proto::{Connect, ErrorCode, Message, Tlv};
@@ -21,7 +20,7 @@ const KEY: &str = "0101010101010101010101010101010101010101010101010101010101010
 struct Hag {
     addr: SocketAddr,
     admin: SocketAddr,
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -34,17 +33,17 @@ impl Drop for Hag {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_timeout(Duration::from_secs(2));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 /// Starts a HAG whose configuration is the loopback basics plus `extra`
 /// (`@DIR@` is replaced by a fresh directory, for the registry).
 fn start(tag: &str, extra: &str) -> Hag {
-    let dir = std::env::temp_dir().join(format!("tandem-admission-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let extra = extra.replace("@DIR@", &dir.display().to_string());
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("tandem-admission-{tag}-"))
+        .tempdir()
+        .unwrap();
+    let extra = extra.replace("@DIR@", &dir.path().display().to_string());
     let (top, tables) = match extra.find('[') {
         Some(i) if extra[..i].ends_with('\n') || i == 0 => extra.split_at(i),
         _ => (extra.as_str(), ""),
@@ -172,7 +171,7 @@ impl Hag {
     }
 
     fn registry(&self) -> registry::Registry {
-        registry::Registry::open(&self.dir.join("subs.db")).unwrap()
+        registry::Registry::open(&self.dir.path().join("subs.db")).unwrap()
     }
 }
 

@@ -63,10 +63,8 @@ mod tests {
 
     #[test]
     fn a_usage_file_from_before_versions_opens_with_its_rows() {
-        let dir = std::env::temp_dir().join(format!("tandem-schema-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("old.usage.db");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.usage.db");
         {
             // What the HAG wrote before the schema had a version.
             let c = Connection::open(&path).unwrap();
@@ -88,6 +86,5 @@ mod tests {
             .unwrap();
         assert_eq!(n, 12);
         drop(c);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

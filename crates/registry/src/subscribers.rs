@@ -209,10 +209,8 @@ mod tests {
 
     #[test]
     fn add_get_revoke_and_notice_changes_from_another_connection() {
-        let dir = std::env::temp_dir().join(format!("tandem-reg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("subs.db");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subs.db");
         let hag = Registry::open(&path).unwrap();
         let v0 = hag.data_version().unwrap();
         let cli = Registry::open(&path).unwrap();
@@ -250,7 +248,6 @@ mod tests {
         drop((hag, cli));
         let again = Registry::open(&path).unwrap();
         assert_eq!(again.list().unwrap().len(), 2);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -158,11 +158,9 @@ mod tests {
 
     #[test]
     fn adds_up_across_reopens() {
-        let dir = std::env::temp_dir().join(format!("tandem-usage-db-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("subscribers.usage.db");
-        let _ = std::fs::remove_file(&path);
-        assert_eq!(default_path(&dir.join("subscribers.db")), path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("subscribers.usage.db");
+        assert_eq!(default_path(&dir.path().join("subscribers.db")), path);
         for _ in 0..2 {
             let mut u = Usage::open(&path).unwrap();
             u.add(&[
@@ -179,6 +177,5 @@ mod tests {
         assert_eq!((lte.up_bytes, lte.down_bytes), (20, 2_000));
         assert_eq!(lte.period.len(), 7, "{}", lte.period);
         assert_eq!(u.read(None).unwrap().len(), 3);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -334,8 +334,8 @@ mod tests {
 
     #[test]
     fn rpz_zone_file_actions() {
-        let dir = std::env::temp_dir().join(format!("shield-rpz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let p = dir.join("rpz.zone");
         std::fs::write(
             &p,
@@ -346,7 +346,6 @@ mod tests {
         )
         .unwrap();
         let (s, st) = read_rpz_file(&p, None).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             st,
             LoadStats {

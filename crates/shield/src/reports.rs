@@ -297,8 +297,8 @@ mod tests {
 
     #[test]
     fn merge_decide_and_persist() {
-        let dir = std::env::temp_dir().join(format!("shield-reports-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let p = dir.join("r.sqlite");
         {
             let mut s = Store::open(&p).unwrap();
@@ -331,6 +331,5 @@ mod tests {
         assert_eq!(r.comments, vec!["bank look-alike", "again"]);
         assert_eq!(s.confirmed(Kind::Phishing).unwrap(), vec!["evil.example"]);
         assert!(s.confirmed(Kind::FalsePositive).unwrap().is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,8 +31,8 @@ fn examples_are_valid() {
 
 #[test]
 fn broken_config_names_the_line() {
-    let dir = std::env::temp_dir().join(format!("tandem-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let f = dir.join("hag.toml");
     std::fs::write(
         &f,
@@ -47,5 +47,4 @@ fn broken_config_names_the_line() {
     let (ok, out) = check("cpe", f.to_str().unwrap());
     assert!(!ok);
     assert!(out.contains("missing field"), "{out}");
-    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -18,23 +18,19 @@ pub fn net(test: u8) -> String {
 }
 
 /// A directory removed on drop.
-pub struct TempDir(pub PathBuf);
+pub struct TempDir(pub tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("shield-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
+        Self(
+            tempfile::Builder::new()
+                .prefix(&format!("shield-{tag}-"))
+                .tempdir()
+                .unwrap(),
+        )
     }
     pub fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path().join(f)
     }
 }
 
@@ -94,7 +90,7 @@ pub fn start_nsd(
     zones: &[(&str, String)],
     ns: Option<&str>,
 ) -> Proc {
-    let d = dir.0.display();
+    let d = dir.0.path().display();
     let mut conf = format!(
         "server:\n  ip-address: {}@{}\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  xfrdir: \"{d}\"\n  logfile: \"{d}/nsd.log\"\n  verbosity: 1\nremote-control:\n  control-enable: no\n",
         addr.ip(),
@@ -152,7 +148,7 @@ impl Knot {
         serial: u32,
         notify: SocketAddr,
     ) -> Self {
-        let d = dir.0.join("knot");
+        let d = dir.0.path().join("knot");
         std::fs::create_dir_all(d.join("db")).unwrap();
         let conf = format!(
             "server:\n  listen: {ip}@{port}\n  rundir: {d}\n  user: root:root\n  background-workers: 1\n  udp-workers: 1\n  tcp-workers: 1\nlog:\n  - target: stderr\n    any: info\ndatabase:\n  storage: {d}/db\nremote:\n  - id: shield\n    address: {nip}@{nport}\n    via: {ip}\nacl:\n  - id: xfr\n    address: 127.0.0.0/8\n    action: transfer\ntemplate:\n  - id: default\n    storage: {d}\n    zonefile-sync: -1\n    zonefile-load: difference\n    journal-content: changes\n    semantic-checks: off\nzone:\n  - domain: {zone}\n    file: {zone}.zone\n    notify: shield\n    acl: xfr\n",
