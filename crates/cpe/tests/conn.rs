@@ -85,6 +85,16 @@ async fn start(hag: SocketAddr) -> Cpe {
     }
 }
 
+/// The CPE's connection to the (fake) HAG; a CPE that never dials fails
+/// the test instead of hanging it.
+async fn accept(hag: &TcpListener) -> TcpStream {
+    tokio::time::timeout(Duration::from_secs(5), hag.accept())
+        .await
+        .expect("the CPE dialled the HAG within 5 s")
+        .unwrap()
+        .0
+}
+
 /// Reads one Convert message and then at least `more` bytes after it.
 async fn read_convert(s: &mut TcpStream, more: usize) -> (Message, Vec<u8>) {
     let mut buf = Vec::new();
@@ -129,7 +139,7 @@ async fn convert_message_carries_destination_cookie_and_first_bytes_then_relays(
     let cpe = start(hag.local_addr().unwrap()).await;
     let mut device = TcpStream::connect(cpe.addr).await.unwrap();
     device.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    let (mut up, _) = hag.accept().await.unwrap();
+    let mut up = accept(&hag).await;
     let (msg, first) = read_convert(&mut up, 16).await;
     assert_eq!(msg.connect().map(|c| c.remote), Some(cpe.addr));
     assert_eq!(msg.cookie(), Some(&hex::decode(COOKIE).unwrap()[..]));
@@ -164,7 +174,7 @@ async fn an_error_tlv_from_the_hag_resets_the_device() {
     let cpe = start(hag.local_addr().unwrap()).await;
     let mut device = TcpStream::connect(cpe.addr).await.unwrap();
     device.write_all(b"hello").await.unwrap();
-    let (mut up, _) = hag.accept().await.unwrap();
+    let mut up = accept(&hag).await;
     let _ = read_convert(&mut up, 5).await;
     let refusal = Message::new(vec![Tlv::Error(ErrorTlv::not_authorized())]);
     up.write_all(&refusal.to_bytes()).await.unwrap();
@@ -202,7 +212,7 @@ async fn a_silent_hag_times_out_and_resets_the_device() {
     let cpe = start(hag.local_addr().unwrap()).await;
     let mut device = TcpStream::connect(cpe.addr).await.unwrap();
     device.write_all(b"hello").await.unwrap();
-    let (_up, _) = hag.accept().await.unwrap();
+    let _up = accept(&hag).await;
     // Never answers: after hag_reply_timeout_ms (2 s) the device is reset.
     assert!(was_reset(&mut device).await);
     assert!(metric(
@@ -222,7 +232,7 @@ async fn a_reloaded_cookie_goes_out_on_the_next_connections() {
     for _ in 0..50 {
         let mut device = TcpStream::connect(cpe.addr).await.unwrap();
         device.write_all(b"x").await.unwrap();
-        let (mut up, _) = hag.accept().await.unwrap();
+        let mut up = accept(&hag).await;
         let (msg, _) = read_convert(&mut up, 1).await;
         if msg.cookie() == Some(&[0xaa; 8][..]) {
             return;
