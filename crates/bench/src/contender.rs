@@ -13,6 +13,7 @@
 //! before a Tandem contender is measured, the lab CPE is switched to its
 //! mode (`lab::topology::set_steering`, a SIGHUP) when it runs another one.
 
+use hybrid::SteeringMode;
 use lab::profile::Profile;
 use lab::topology::addr;
 use serde::{Deserialize, Serialize};
@@ -26,41 +27,37 @@ pub const SOCKS_PORT: u16 = 1080;
 /// The shadowsocks cipher (shadowsocks-libev's default AEAD cipher).
 pub const SS_METHOD: &str = "chacha20-ietf-poly1305";
 
-/// A Tandem steering mode.
+/// A Tandem steering mode as a contender.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TandemMode {
-    /// Short name (`tandem-<name>` is the contender id, except `default`).
-    pub name: &'static str,
+    /// The CPE's `[steering] mode`.
+    pub mode: SteeringMode,
     /// What it does.
     pub description: &'static str,
 }
 
-/// Tandem's steering modes (`tandem cpe`'s `[steering] mode`). `default`
-/// is `priority`, the CPE's default; the others are measured as
+/// Tandem's steering modes (`tandem cpe`'s `[steering] mode`). The CPE's
+/// default mode is the contender `tandem`; the others are measured as
 /// `tandem-<mode>`.
 pub const TANDEM_MODES: &[TandemMode] = &[
     TandemMode {
-        name: "default",
+        mode: SteeringMode::Priority,
         description: "steering mode priority (the default): fixed line first, the mobile link (MPTCP backup priority) only for the overflow once the fixed line is full",
     },
     TandemMode {
-        name: "aggregate",
+        mode: SteeringMode::Aggregate,
         description: "steering mode aggregate: both links always, the kernel's scheduler (lowest-RTT subflow with room first)",
     },
     TandemMode {
-        name: "active-standby",
+        mode: SteeringMode::ActiveStandby,
         description: "steering mode active-standby: the mobile link only while the fixed line is down",
     },
 ];
 
 impl TandemMode {
-    /// The CPE's `[steering] mode` for it.
-    pub fn steering(&self) -> &'static str {
-        if self.name == "default" {
-            "priority"
-        } else {
-            self.name
-        }
+    /// Whether it is the CPE's default mode (the contender `tandem`).
+    pub fn is_default(&self) -> bool {
+        self.mode == SteeringMode::default()
     }
 }
 
@@ -157,12 +154,12 @@ impl Contender {
             },
         ];
         for m in TANDEM_MODES {
-            let (id, label) = if m.name == "default" {
+            let (id, label) = if m.is_default() {
                 ("tandem".to_string(), "5 Tandem".to_string())
             } else {
                 (
-                    format!("tandem-{}", m.name),
-                    format!("5 Tandem ({})", m.name),
+                    format!("tandem-{}", m.mode),
+                    format!("5 Tandem ({})", m.mode),
                 )
             };
             v.push(Self {
@@ -223,7 +220,7 @@ impl Contender {
     /// sized on both links would need six times as long on rural's upload).
     pub fn steady_kbit(&self, p: &Profile, dir: Direction) -> u64 {
         match self.kind {
-            Kind::Tandem(m) if m.steering() == "active-standby" => match dir {
+            Kind::Tandem(m) if m.mode == SteeringMode::ActiveStandby => match dir {
                 Direction::Download => p.dsl.down_kbit,
                 Direction::Upload => p.dsl.up_kbit,
             },

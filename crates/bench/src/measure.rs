@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hybrid::{Link, SteeringMode};
 use lab::profile::Profile;
 use lab::topology::ns;
-use lab::{Link, LinkAction};
+use lab::LinkAction;
 
 use crate::contender::{ClientPath, Contender, Direction};
 use crate::exec::{in_ns, kill_all};
@@ -67,7 +68,7 @@ pub(crate) struct Ctx<'a> {
     /// What failed, in words (a failed run is left out of the figures).
     pub(crate) errors: Vec<String>,
     /// The lab CPE's steering mode now (`None`: as the lab started it).
-    steering: Option<&'static str>,
+    steering: Option<SteeringMode>,
 }
 
 impl Ctx<'_> {
@@ -76,11 +77,11 @@ impl Ctx<'_> {
     pub(crate) fn prepare(&mut self, c: &Contender) -> Result<(), String> {
         use crate::contender::Kind;
         let wanted = match &c.kind {
-            Kind::Tandem(m) => m.steering(),
+            Kind::Tandem(m) => m.mode,
             // Contenders 3 and 4 run in the CPE node and share its MPTCP
             // endpoints: they are measured with both links at regular
             // priority (no backup flag), as the kernel's default has them.
-            Kind::MptcpEndToEnd | Kind::Shadowsocks => "aggregate",
+            Kind::MptcpEndToEnd | Kind::Shadowsocks => SteeringMode::Aggregate,
             _ => return Ok(()),
         };
         if self.steering == Some(wanted) {

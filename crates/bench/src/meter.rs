@@ -5,8 +5,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
+use hybrid::Link;
 use lab::topology::{link_bytes, load_state};
-use lab::Link;
 use serde::{Deserialize, Serialize};
 
 /// Bytes that left each access link so far.

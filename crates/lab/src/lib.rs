@@ -27,7 +27,8 @@ pub mod profile;
 pub mod topology;
 pub mod wait;
 
-pub use topology::{down, link, status, up, Link, LinkAction, State, UpOptions};
+pub use hybrid::{Link, SteeringMode};
+pub use topology::{down, link, status, up, LinkAction, State, UpOptions};
 
 /// What went wrong in the lab.
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hybrid::{Link, SteeringMode};
 use serde::{Deserialize, Serialize};
 
 use crate::emu::{self, Impairment};
@@ -76,38 +77,6 @@ pub const HAG_PORT: u16 = 5124;
 
 /// Lab nodes (network namespaces).
 pub const NODES: &[&str] = &["home", "cpe", "dsl", "lte", "hag", "net", "atk", "dns"];
-
-/// The two access links.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Link {
-    /// The fixed line.
-    Dsl,
-    /// The mobile link.
-    Lte,
-}
-
-impl Link {
-    /// Both links.
-    pub const ALL: [Self; 2] = [Self::Dsl, Self::Lte];
-
-    /// "dsl" or "lte".
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Dsl => "dsl",
-            Self::Lte => "lte",
-        }
-    }
-
-    /// Parses "dsl" / "lte".
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "dsl" => Some(Self::Dsl),
-            "lte" => Some(Self::Lte),
-            _ => None,
-        }
-    }
-}
 
 /// What `lab up` recorded, read back by the other commands.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -1028,16 +997,10 @@ pub fn node_addr(node: &str) -> Option<IpAddr> {
     }))
 }
 
-/// Sets the running lab CPE's steering mode (`priority`, `aggregate`,
-/// `active-standby`): rewrites the `[steering]` section of its
-/// configuration, sends it SIGHUP and waits (up to 5 s) until its admin
-/// `/status` shows the next configuration generation.
-pub fn set_steering(name: &str, mode: &str) -> Result<(), LabError> {
-    if !["priority", "aggregate", "active-standby"].contains(&mode) {
-        return Err(LabError::Invalid(format!(
-            "{mode:?}: expected priority, aggregate or active-standby"
-        )));
-    }
+/// Sets the running lab CPE's steering mode: rewrites the `[steering]`
+/// section of its configuration, sends it SIGHUP and waits (up to 5 s)
+/// until its admin `/status` shows the next configuration generation.
+pub fn set_steering(name: &str, mode: SteeringMode) -> Result<(), LabError> {
     let st = load_state(name)?;
     let dir = state_dir(name);
     let cfg = dir.join("cpe.toml");

@@ -321,8 +321,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             params,
             name,
         } => {
-            let l = lab::Link::parse(&link)
-                .with_context(|| format!("{link:?}: expected dsl or lte"))?;
+            let l: lab::Link = link.parse()?;
             let a = match action.as_str() {
                 "cut" => lab::LinkAction::Cut,
                 "blackhole" => lab::LinkAction::Blackhole,
@@ -332,7 +331,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             };
             lab::link(&name, l, &a)?;
         }
-        LabCmd::Steering { mode, name } => lab::topology::set_steering(&name, &mode)?,
+        LabCmd::Steering { mode, name } => lab::topology::set_steering(&name, mode.parse()?)?,
         LabCmd::Exec { node, cmd, name } => {
             if !lab::topology::NODES.contains(&node.as_str()) {
                 bail!(
