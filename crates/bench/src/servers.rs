@@ -154,10 +154,7 @@ impl Servers {
 }
 
 fn random_hex(n: usize) -> Result<String, BenchError> {
-    use std::io::Read;
     let mut b = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| BenchError::io("reading /dev/urandom", e))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    getrandom::fill(&mut b).map_err(|e| BenchError::Setup(format!("random bytes: {e}")))?;
+    Ok(hex::encode(b))
 }

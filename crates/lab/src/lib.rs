@@ -64,6 +64,9 @@ pub enum LabError {
         /// What failed.
         msg: String,
     },
+    /// The system's random source failed.
+    #[error("random bytes: {0}")]
+    Random(getrandom::Error),
     /// File I/O on the state directory.
     #[error("{0}")]
     Io(std::io::Error),

@@ -562,12 +562,9 @@ pub fn cpe_config(p: &Profile) -> String {
 }
 
 fn random_key() -> Result<String, LabError> {
-    use std::io::Read;
     let mut k = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut k))
-        .map_err(LabError::Io)?;
-    Ok(k.iter().map(|b| format!("{b:02x}")).collect())
+    getrandom::fill(&mut k).map_err(LabError::Random)?;
+    Ok(hex::encode(k))
 }
 
 /// Waits until `ns` accepts TCP on `port` of `ip` (a service came up).

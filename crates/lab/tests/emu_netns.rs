@@ -6,7 +6,6 @@
 //! in `Drop`, also on failure. Tests are serialised because they measure timing.
 
 use std::fs::File;
-use std::io::Read;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -523,9 +522,7 @@ impl Drop for TempDir {
 
 fn tempdir() -> TempDir {
     let mut nonce = [0u8; 8];
-    if let Ok(mut f) = File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut nonce);
-    }
+    getrandom::fill(&mut nonce).expect("random bytes");
     let dir = std::env::temp_dir().join(format!(
         "emu-test-{}-{}",
         std::process::id(),
