@@ -13,10 +13,9 @@
 //! before a Tandem contender is measured, the lab CPE is switched to its
 //! mode (`lab::topology::set_steering`, a SIGHUP) when it runs another one.
 
-use hybrid::SteeringMode;
+use hybrid::{Direction, SteeringMode};
 use lab::profile::Profile;
 use lab::topology::addr;
-use serde::{Deserialize, Serialize};
 
 /// Port of the second origin server, run under `mptcpize` (contender 3).
 pub const MPTCP_ORIGIN_PORT: u16 = 8080;
@@ -58,26 +57,6 @@ impl TandemMode {
     /// Whether it is the CPE's default mode (the contender `tandem`).
     pub fn is_default(&self) -> bool {
         self.mode == SteeringMode::default()
-    }
-}
-
-/// Direction of a transfer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Towards the home.
-    Download,
-    /// From the home.
-    Upload,
-}
-
-impl Direction {
-    /// "download" / "upload".
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Download => "download",
-            Self::Upload => "upload",
-        }
     }
 }
 
@@ -204,8 +183,8 @@ impl Contender {
     /// added up).
     pub fn capacity_kbit(&self, p: &Profile, dir: Direction) -> u64 {
         let pick = |s: &lab::profile::LinkShape| match dir {
-            Direction::Download => s.down_kbit,
-            Direction::Upload => s.up_kbit,
+            Direction::Downstream => s.down_kbit,
+            Direction::Upstream => s.up_kbit,
         };
         match self.kind {
             Kind::FixedOnly => pick(&p.dsl),
@@ -221,8 +200,8 @@ impl Contender {
     pub fn steady_kbit(&self, p: &Profile, dir: Direction) -> u64 {
         match self.kind {
             Kind::Tandem(m) if m.mode == SteeringMode::ActiveStandby => match dir {
-                Direction::Download => p.dsl.down_kbit,
-                Direction::Upload => p.dsl.up_kbit,
+                Direction::Downstream => p.dsl.down_kbit,
+                Direction::Upstream => p.dsl.up_kbit,
             },
             _ => self.capacity_kbit(p, dir),
         }
@@ -313,16 +292,16 @@ mod tests {
     fn capacities_follow_the_links_used() {
         let p = lab::profile::by_name("rural").unwrap();
         let all = Contender::all();
-        assert_eq!(all[0].capacity_kbit(&p, Direction::Download), 8_000);
-        assert_eq!(all[1].capacity_kbit(&p, Direction::Upload), 10_000);
-        assert_eq!(all[4].capacity_kbit(&p, Direction::Download), 38_000);
-        assert_eq!(all[4].steady_kbit(&p, Direction::Upload), 11_000);
+        assert_eq!(all[0].capacity_kbit(&p, Direction::Downstream), 8_000);
+        assert_eq!(all[1].capacity_kbit(&p, Direction::Upstream), 10_000);
+        assert_eq!(all[4].capacity_kbit(&p, Direction::Downstream), 38_000);
+        assert_eq!(all[4].steady_kbit(&p, Direction::Upstream), 11_000);
         let standby = all
             .iter()
             .find(|c| c.id == "tandem-active-standby")
             .unwrap();
-        assert_eq!(standby.steady_kbit(&p, Direction::Upload), 1_000);
-        assert_eq!(standby.capacity_kbit(&p, Direction::Upload), 11_000);
+        assert_eq!(standby.steady_kbit(&p, Direction::Upstream), 1_000);
+        assert_eq!(standby.capacity_kbit(&p, Direction::Upstream), 11_000);
     }
 
     #[test]

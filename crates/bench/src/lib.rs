@@ -37,7 +37,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use contender::{Contender, Direction};
+use contender::Contender;
+use hybrid::Direction;
 use measure::Ctx;
 use meter::Progress;
 pub use relaycost::{RelayCost, RelayFigures};
@@ -451,22 +452,22 @@ fn scenario_ttfb(ctx: &mut Ctx<'_>, cs: &[Contender], r: &mut Results) {
 fn scenario_bulk(ctx: &mut Ctx<'_>, cs: &[Contender], r: &mut Results) {
     let runs = ctx.plan.runs;
     let profile = ctx.profile;
-    for dir in [Direction::Download, Direction::Upload] {
+    for dir in [Direction::Downstream, Direction::Upstream] {
         for &flows in &ctx.plan.flows.clone() {
             let (mut mbit, mut share) = (PerRun::new(), PerRun::new());
             for run in 0..runs {
                 for c in cs {
                     ctx.progress.step(format!(
                         "{} {flows} flow{} · run {}/{runs} · {}",
-                        dir.name(),
+                        dir.transfer_name(),
                         if flows == 1 { "" } else { "s" },
                         run + 1,
                         c.label
                     ));
-                    let keep = run == 0 && flows == 1 && dir == Direction::Download;
+                    let keep = run == 0 && flows == 1 && dir == Direction::Downstream;
                     match measure::transfer(ctx, c, dir, flows, ctx.plan.bulk_secs, keep) {
                         Ok(t) => {
-                            let (d, l) = t.link.dir(dir == Direction::Download);
+                            let (d, l) = t.link.dir(dir);
                             let s = d as f64 / (d + l).max(1) as f64;
                             ctx.progress.finish(&format!(
                                 "{:.1} Mbit/s, {:.0} % on the fixed line",
@@ -490,8 +491,8 @@ fn scenario_bulk(ctx: &mut Ctx<'_>, cs: &[Contender], r: &mut Results) {
                 }
             }
             let capacity = match dir {
-                Direction::Download => profile.dsl.down_kbit + profile.lte.down_kbit,
-                Direction::Upload => profile.dsl.up_kbit + profile.lte.up_kbit,
+                Direction::Downstream => profile.dsl.down_kbit + profile.lte.down_kbit,
+                Direction::Upstream => profile.dsl.up_kbit + profile.lte.up_kbit,
             } as f64
                 / 1000.0;
             // Contenders 1 + 2 of the same run.

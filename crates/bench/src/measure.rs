@@ -14,7 +14,9 @@ use lab::profile::Profile;
 use lab::topology::ns;
 use lab::LinkAction;
 
-use crate::contender::{ClientPath, Contender, Direction};
+use hybrid::Direction;
+
+use crate::contender::{ClientPath, Contender};
 use crate::exec::{in_ns, kill_all};
 use crate::meter::{Counters, Meter, Progress, Sample};
 use crate::stats::{median, percentile};
@@ -241,8 +243,8 @@ pub(crate) fn transfer(
     let path = c.client();
     let max_secs = seconds * 6.0 + 30.0;
     let upload = match dir {
-        Direction::Upload => Some(ctx.upload_file(per_flow)?),
-        Direction::Download => None,
+        Direction::Upstream => Some(ctx.upload_file(per_flow)?),
+        Direction::Downstream => None,
     };
     let mut children = Vec::new();
     let before = ctx.meter.read();
@@ -273,7 +275,6 @@ pub(crate) fn transfer(
         }
     }
     let mut series = Vec::new();
-    let download = dir == Direction::Download;
     loop {
         let mut running = 0;
         for ch in &mut children {
@@ -286,7 +287,7 @@ pub(crate) fn transfer(
         if keep_series {
             series.push(Sample { t, c: now });
         }
-        let (d, l) = now.dir(download);
+        let (d, l) = now.dir(dir);
         ctx.progress.update(
             (d + l) as f64 / (per_flow * flows as u64) as f64,
             &format!("{:>6.1} Mbit/s", mbit(d + l, t)),
@@ -296,7 +297,7 @@ pub(crate) fn transfer(
         }
         if t > max_secs + 10.0 {
             kill_all(&mut children);
-            return Err(format!("{} {} did not end", c.id, dir.name()));
+            return Err(format!("{} {} did not end", c.id, dir.transfer_name()));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -338,7 +339,11 @@ pub(crate) fn transfer(
         }
     }
     if let Some(e) = first_err {
-        return Err(format!("{} {} {flows} flow(s): {e}", c.id, dir.name()));
+        return Err(format!(
+            "{} {} {flows} flow(s): {e}",
+            c.id,
+            dir.transfer_name()
+        ));
     }
     Ok(Transfer {
         mbit: mbit(bytes, secs),
@@ -479,7 +484,7 @@ pub(crate) fn loaded_latency(ctx: &mut Ctx<'_>, c: &Contender) -> Result<Loaded,
     ctx.progress.update(0.2, "idle probed; loading");
     let path = c.client();
     let load_secs = plan.load_fill_secs + plan.probe_load as f64 / plan.probe_rate as f64 + 5.0;
-    let size = (c.capacity_kbit(&ctx.profile, Direction::Download) as f64 * 1000.0 / 8.0
+    let size = (c.capacity_kbit(&ctx.profile, Direction::Downstream) as f64 * 1000.0 / 8.0
         * load_secs) as u64;
     let args = vec![
         "-o".into(),
@@ -542,7 +547,7 @@ pub(crate) fn failover(ctx: &mut Ctx<'_>, c: &Contender) -> Result<Failover, Str
     let (pre, cut, post) = ctx.plan.failover_secs;
     let total = pre + cut + post;
     let path = c.client();
-    let size = (c.capacity_kbit(&ctx.profile, Direction::Download) as f64 * 1000.0 / 8.0
+    let size = (c.capacity_kbit(&ctx.profile, Direction::Downstream) as f64 * 1000.0 / 8.0
         * (total + 10.0)) as u64;
     let args = vec!["-o".into(), "-".into(), path.url(&format!("/bytes/{size}"))];
     let mut cmd = ctx.curl(&path, total * 3.0 + 20.0, &args);

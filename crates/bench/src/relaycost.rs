@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use convert_proto::{Connect, DecodeError, Message, Tlv};
+use hybrid::Direction;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::{clock_ticks, cpu_seconds, ns_output, rss_kib, Proc};
@@ -480,12 +481,13 @@ fn throughput(
     relay: Relay,
     pid: u32,
     sink: &Sink,
-    download: bool,
+    dir: Direction,
     plan: &RelayPlan,
     ticks: f64,
 ) -> Result<Throughput, BenchError> {
     let stop = Arc::new(AtomicBool::new(false));
     let got = Arc::new(AtomicU64::new(0));
+    let download = dir == Direction::Downstream;
     let mut handles = Vec::new();
     for _ in 0..plan.flows {
         let (stop, got) = (stop.clone(), got.clone());
@@ -699,27 +701,25 @@ pub(crate) fn run(
                         "idle connections FAILED".to_string()
                     }
                 };
-                for download in [true, false] {
-                    progress.update(
-                        if download { 0.4 } else { 0.7 },
-                        if download { "download" } else { "upload" },
-                    );
-                    let t = throughput(relay, pid, &sink, download, plan, ticks)?;
-                    text += &format!(
-                        ", {} {:.2} Gbit/s on {:.2} cores",
-                        if download { "down" } else { "up" },
-                        t.gbit,
-                        t.cores
-                    );
+                for (dir, done, short) in [
+                    (Direction::Downstream, 0.4, "down"),
+                    (Direction::Upstream, 0.7, "up"),
+                ] {
+                    progress.update(done, dir.transfer_name());
+                    let t = throughput(relay, pid, &sink, dir, plan, ticks)?;
+                    text += &format!(", {short} {:.2} Gbit/s on {:.2} cores", t.gbit, t.cores);
                     let per_core = t.gbit / t.cores.max(1e-6);
-                    if download {
-                        r.down.push(t.gbit);
-                        r.down_cores.push(t.cores);
-                        r.down_per_core.push(per_core);
-                    } else {
-                        r.up.push(t.gbit);
-                        r.up_cores.push(t.cores);
-                        r.up_per_core.push(per_core);
+                    match dir {
+                        Direction::Downstream => {
+                            r.down.push(t.gbit);
+                            r.down_cores.push(t.cores);
+                            r.down_per_core.push(per_core);
+                        }
+                        Direction::Upstream => {
+                            r.up.push(t.gbit);
+                            r.up_cores.push(t.cores);
+                            r.up_per_core.push(per_core);
+                        }
                     }
                 }
                 drop(p);
