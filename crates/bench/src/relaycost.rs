@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use convert_proto::{Connect, DecodeError, Message, Tlv};
 use hybrid::Direction;
+use lab::netns;
 use serde::{Deserialize, Serialize};
 
 use crate::exec::{clock_ticks, cpu_seconds, ns_output, rss_kib, Proc};
@@ -155,30 +156,6 @@ fn spawn_ready(name: &str, argv: &[String], log: &Path, port: u16) -> Result<Pro
     Ok(p)
 }
 
-/// Runs `f` on a new thread inside namespace `ns`; sockets it creates stay
-/// in that namespace whichever thread uses them later.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<Result<T, String>> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-        nix::sched::setns(
-            std::os::fd::AsFd::as_fd(&file),
-            nix::sched::CloneFlags::CLONE_NEWNET,
-        )
-        .map_err(|e| format!("entering {path}: {e}"))?;
-        Ok(f())
-    })
-}
-
-fn join<T>(h: JoinHandle<Result<T, String>>) -> Result<T, BenchError> {
-    h.join()
-        .map_err(|_| BenchError::Measure("a benchmark thread panicked".into()))?
-        .map_err(BenchError::Measure)
-}
-
 /// The sink/source server in `tbench-s`: port 9000 serves one command byte
 /// per connection (`D`: send until the client goes, `U`: read and count),
 /// port 9001 keeps connections open and counts them.
@@ -218,13 +195,13 @@ fn accept_loop(l: TcpListener, stop: Arc<AtomicBool>, mut on: impl FnMut(TcpStre
 
 impl Sink {
     fn start(idle_ports: Vec<u16>) -> Result<Self, BenchError> {
-        let (bulk, idle_ls) = join(in_netns(NS_S, move || {
+        let (bulk, idle_ls) = netns::run_in(NS_S, move || {
             let idle = idle_ports
                 .into_iter()
                 .map(listen)
                 .collect::<Result<Vec<_>, _>>()?;
             Ok::<_, String>((listen(BULK_PORT)?, idle))
-        }))?
+        })?
         .map_err(|e| BenchError::Setup(format!("sink listeners: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
@@ -491,7 +468,7 @@ fn throughput(
     let mut handles = Vec::new();
     for _ in 0..plan.flows {
         let (stop, got) = (stop.clone(), got.clone());
-        handles.push(in_netns(NS_C, move || -> Result<(), String> {
+        handles.push(netns::spawn_in(NS_C, move || -> Result<(), String> {
             let cmd: &[u8] = if download { b"D" } else { b"U" };
             let (mut s, extra) = client_connect(relay, relay.ports().0, BULK_PORT, cmd)?;
             got.fetch_add(extra as u64, Ordering::Relaxed);
@@ -540,7 +517,10 @@ fn throughput(
     stop.store(true, Ordering::Relaxed);
     let mut first_err = None;
     for h in handles {
-        if let Err(e) = join(h).and_then(|r| r.map_err(BenchError::Measure)) {
+        if let Err(e) = netns::join(h)
+            .map_err(BenchError::Lab)
+            .and_then(|r| r.map_err(BenchError::Measure))
+        {
             first_err.get_or_insert(e);
         }
     }
@@ -574,7 +554,7 @@ fn idle_memory(
     let pre = relay.preamble(idle_port);
     let port = relay.ports().1;
     let reached = sink.idle_count.clone();
-    let conns = join(in_netns(NS_C, move || {
+    let conns = netns::run_in(NS_C, move || {
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
             // At most 500 connections not yet relayed: a steady arrival,
@@ -598,7 +578,7 @@ fn idle_memory(
             v.push(s);
         }
         Ok::<_, String>(v)
-    }))?
+    })?
     .map_err(BenchError::Measure)?;
     let until = Instant::now() + Duration::from_secs(60);
     while sink.idle_count.load(Ordering::Relaxed) < n && Instant::now() < until {

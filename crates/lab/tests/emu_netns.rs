@@ -5,9 +5,7 @@
 //! namespaces `emuA<pid>-<n>` / `emuB<pid>-<n>` joined by a veth pair and removes them
 //! in `Drop`, also on failure. Tests are serialised because they measure timing.
 
-use std::fs::File;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -252,11 +250,7 @@ struct Rtt {
 }
 
 fn join_netns(ns: &str) {
-    let file = File::open(format!("/run/netns/{ns}")).expect("open netns file");
-    // SAFETY: setns(2) only reads the fd, which `file` keeps open for the call; it
-    // switches the network namespace of the calling (dedicated, short-lived) thread only.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+    lab::netns::enter(ns).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Spawns a thread that joins network namespace `ns` and runs `f`.

@@ -359,14 +359,8 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             if seconds > 600 || connections > 1_000_000 {
                 bail!("an attack is bounded: at most 600 s and 1,000,000 connections");
             }
-            let path = format!("/run/netns/{}", lab::topology::ns(&name, "atk"));
-            let ns =
-                std::fs::File::open(&path).with_context(|| format!("{path}: is lab {name} up?"))?;
-            nix::sched::setns(
-                std::os::fd::AsFd::as_fd(&ns),
-                nix::sched::CloneFlags::CLONE_NEWNET,
-            )
-            .context("entering the attacker namespace")?;
+            lab::netns::enter(&lab::topology::ns(&name, "atk"))
+                .with_context(|| format!("entering the attacker namespace: is lab {name} up?"))?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

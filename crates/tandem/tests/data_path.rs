@@ -536,14 +536,7 @@ fn thousand_hostile_headers_while_a_download_runs() {
     // at a time; each must get an Error TLV or a close.
     let mut workers = Vec::new();
     for w in 0..20usize {
-        let ns = lab.ns("cpe");
-        workers.push(std::thread::spawn(move || {
-            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-            nix::sched::setns(
-                std::os::fd::AsFd::as_fd(&f),
-                nix::sched::CloneFlags::CLONE_NEWNET,
-            )
-            .unwrap();
+        workers.push(lab.spawn_in_ns("cpe", move || {
             let src = if w % 2 == 0 { "10.64.1.2" } else { "10.64.2.2" };
             let mut answers = Vec::new();
             for k in 0..50usize {

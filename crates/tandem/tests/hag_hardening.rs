@@ -431,15 +431,8 @@ fn limits_answer_resource_exceeded_with_backoff() {
     let blackhole = "203.0.113.99:80";
     let pending: Vec<_> = (0..2)
         .map(|_| {
-            let l = lab.name.clone();
             let c = atk.clone();
-            std::thread::spawn(move || {
-                let f = std::fs::File::open(format!("/run/netns/{l}-atk")).unwrap();
-                nix::sched::setns(
-                    std::os::fd::AsFd::as_fd(&f),
-                    nix::sched::CloneFlags::CLONE_NEWNET,
-                )
-                .unwrap();
+            lab.spawn_in_ns("atk", move || {
                 let mut s = TcpStream::connect("10.66.0.1:5124").unwrap();
                 let m = Message {
                     tlvs: vec![
