@@ -672,14 +672,14 @@ fn machine(dir: &Path) -> Machine {
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
         .map_or_else(|| "Linux".to_string(), |v| v.trim_matches('"').to_string());
     let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        lab::cmd::output(
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args),
+        )
+        .ok()
+        .map(|o| o.trim().to_string())
     };
     let commit = git(&["rev-parse", "--short", "HEAD"]).map_or_else(
         || "unknown".to_string(),

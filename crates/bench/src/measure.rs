@@ -17,7 +17,7 @@ use lab::LinkAction;
 use hybrid::Direction;
 
 use crate::contender::{ClientPath, Contender};
-use crate::exec::{in_ns, kill_all};
+use crate::exec::kill_all;
 use crate::meter::{Counters, Meter, Progress, Sample};
 use crate::stats::{median, percentile};
 use crate::Plan;
@@ -135,7 +135,7 @@ impl<'a> Ctx<'a> {
         );
         argv.extend(path.curl.iter().cloned());
         argv.extend(args.iter().cloned());
-        in_ns(&ns(&self.lab, path.node), &argv)
+        lab::cmd::in_ns(&ns(&self.lab, path.node), &argv)
     }
 
     /// A file of `len` pattern bytes to upload, and the SHA-256 the origin

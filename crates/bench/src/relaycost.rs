@@ -24,7 +24,7 @@ use hybrid::Direction;
 use lab::netns;
 use serde::{Deserialize, Serialize};
 
-use crate::exec::{clock_ticks, cpu_seconds, ns_output, rss_kib, Proc};
+use crate::exec::{clock_ticks, cpu_seconds, rss_kib, Proc};
 use crate::meter::Progress;
 use crate::stats::Summary;
 use crate::BenchError;
@@ -102,7 +102,7 @@ impl Namespaces {
         Self::delete();
         let ns = Self;
         let ip = |args: &str| -> Result<(), BenchError> {
-            lab::topology::sh("ip", &args.split_whitespace().collect::<Vec<_>>())
+            lab::cmd::run("ip", &args.split_whitespace().collect::<Vec<_>>())
                 .map(|_| ())
                 .map_err(BenchError::Lab)
         };
@@ -121,14 +121,14 @@ impl Namespaces {
             ip(&format!(
                 "-n {n} route replace local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1 congctl cubic"
             ))?;
-            ns_output(n, &["sysctl", "-qw", "net.mptcp.enabled=1"])?;
+            lab::cmd::run_in(n, "sysctl", &["-qw", "net.mptcp.enabled=1"])?;
         }
         Ok(ns)
     }
 
     pub(crate) fn delete() {
         for n in [NS_C, NS_S] {
-            if let Ok(pids) = lab::topology::sh("ip", &["netns", "pids", n]) {
+            if let Ok(pids) = lab::cmd::run("ip", &["netns", "pids", n]) {
                 for p in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(p),
@@ -136,7 +136,7 @@ impl Namespaces {
                     );
                 }
             }
-            let _ = lab::topology::sh("ip", &["netns", "del", n]);
+            let _ = lab::cmd::run("ip", &["netns", "del", n]);
         }
     }
 }
@@ -742,16 +742,9 @@ pub(crate) fn run(
 }
 
 fn haproxy_version() -> String {
-    std::process::Command::new("haproxy")
-        .arg("-v")
-        .output()
+    lab::cmd::run("haproxy", &["-v"])
         .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .nth(2)
-                .map(str::to_string)
-        })
+        .and_then(|o| o.split_whitespace().nth(2).map(str::to_string))
         .unwrap_or_else(|| "(version unknown)".into())
 }
 

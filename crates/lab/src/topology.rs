@@ -15,14 +15,16 @@
 //! namespaces carries `congctl cubic` (the host default, BBR, collapses on
 //! shaped links with microsecond RTTs, and the namespace sysctl is refused).
 
+use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hybrid::{Link, SteeringMode};
 use serde::{Deserialize, Serialize};
 
+use crate::cmd;
 use crate::emu::{self, Impairment};
 use crate::profile::{LinkShape, Profile};
 use crate::LabError;
@@ -130,48 +132,21 @@ pub fn ns(name: &str, node: &str) -> String {
     format!("{name}-{node}")
 }
 
-/// Runs a command, failing with its stderr.
-pub fn sh(cmd: &str, args: &[&str]) -> Result<String, LabError> {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LabError::Command {
-            cmd: format!("{cmd} {}", args.join(" ")),
-            msg: e.to_string(),
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(LabError::Command {
-            cmd: format!("{cmd} {}", args.join(" ")),
-            msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
 /// Runs `ip -n <ns> ...` (`-batch` style, one command).
 fn ipn(ns: &str, args: &str) -> Result<String, LabError> {
     let mut v = vec!["-n", ns];
     v.extend(args.split_whitespace());
-    sh("ip", &v)
-}
-
-/// Runs a command inside a namespace.
-pub fn nsexec(ns: &str, cmd: &str, args: &[&str]) -> Result<String, LabError> {
-    let mut v = vec!["netns", "exec", ns, cmd];
-    v.extend_from_slice(args);
-    sh("ip", &v)
+    cmd::run("ip", &v)
 }
 
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    nsexec(ns, "sh", &["-c", &format!("echo {value} > {path}")]).map(|_| ())
+    cmd::run_in(ns, "sh", &["-c", &format!("echo {value} > {path}")]).map(|_| ())
 }
 
 /// Names of the namespaces that exist for this lab.
 pub fn existing_namespaces(name: &str) -> Vec<String> {
-    let list = sh("ip", &["netns", "list"]).unwrap_or_default();
+    let list = cmd::run("ip", &["netns", "list"]).unwrap_or_default();
     let prefix = format!("{name}-");
     list.lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -229,7 +204,7 @@ fn shape_dev(ns: &str, dev: &str, kbit: u64) -> Result<(), LabError> {
 fn ipn_tc(ns: &str, args: &str) -> Result<String, LabError> {
     let mut v = vec!["-n", ns];
     v.extend(args.split_whitespace());
-    sh("tc", &v)
+    cmd::run("tc", &v)
 }
 
 /// One-way impairment of a link: half its RTT each way.
@@ -253,15 +228,15 @@ fn emu_entries(s: &LinkShape) -> Vec<(u16, Impairment)> {
 fn spawn_bg(exe: &Path, ns: &str, args: &[&str], log: &Path) -> Result<u32, LabError> {
     let logf = std::fs::File::create(log).map_err(LabError::Io)?;
     let errf = logf.try_clone().map_err(LabError::Io)?;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns])
-        .arg(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(logf)
-        .stderr(errf);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().map_err(|e| LabError::Command {
+    let mut c = cmd::in_ns(
+        ns,
+        [exe.as_os_str()]
+            .into_iter()
+            .chain(args.iter().map(OsStr::new)),
+    );
+    c.stdout(logf).stderr(errf);
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let child = c.spawn().map_err(|e| LabError::Command {
         cmd: format!("{} {}", exe.display(), args.join(" ")),
         msg: e.to_string(),
     })?;
@@ -289,7 +264,7 @@ pub struct UpOptions {
 fn build(o: &UpOptions) -> Result<State, LabError> {
     let n = |node: &str| ns(&o.name, node);
     for node in NODES {
-        sh("ip", &["netns", "add", &n(node)])?;
+        cmd::run("ip", &["netns", "add", &n(node)])?;
         ipn(&n(node), "link set lo up")?;
     }
     // (ns A, dev A, ns B, dev B)
@@ -304,7 +279,7 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         ("hag", "dns0", "dns", "eth0"),
     ];
     for (a, da, b, db) in veths {
-        sh(
+        cmd::run(
             "ip",
             &[
                 "link",
@@ -462,14 +437,14 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
             (n("cpe"), format!("{}0", l.name())),
             (n("hag"), format!("{}0", l.name())),
         ] {
-            nsexec(
+            cmd::run_in(
                 &peer,
                 "ethtool",
                 &["-K", &dev, "tso", "off", "gso", "off", "gro", "off"],
             )?;
         }
         for dev in ["cpe0", "core0"] {
-            nsexec(
+            cmd::run_in(
                 &node,
                 "ethtool",
                 &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
@@ -479,7 +454,7 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         shape_dev(&node, "cpe0", shape.down_kbit)?;
         shape_dev(&node, "core0", shape.up_kbit)?;
         for (dev, q) in [("cpe0", "1"), ("core0", "2")] {
-            nsexec(
+            cmd::run_in(
                 &node,
                 "iptables",
                 &[
@@ -604,13 +579,11 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     )?;
     if o.shield {
         let (nsd_conf, shield_conf) = crate::dns::write_files(&dir, &n("home"))?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &n("net"), "nsd", "-d", "-c", &nsd_conf])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        let mut c = cmd::in_ns(&n("net"), ["nsd", "-d", "-c", &nsd_conf]);
+        c.stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("nsd.err")).map_err(LabError::Io)?);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(|e| LabError::Command {
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        let child = c.spawn().map_err(|e| LabError::Command {
             cmd: "nsd".into(),
             msg: e.to_string(),
         })?;
@@ -653,7 +626,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
             format!("{}/32", addr::CPE_DSL),
             format!("{}/32", addr::CPE_LTE),
         );
-        sh(
+        cmd::run(
             &o.exe.display().to_string(),
             &[
                 "hag",
@@ -741,12 +714,12 @@ pub fn down(name: &str) -> Result<(), LabError> {
     }
     for n in existing_namespaces(name) {
         // Anything still running in the namespace was started by this lab.
-        let _ = sh("ip", &["netns", "pids", &n]).map(|out| {
+        let _ = cmd::run("ip", &["netns", "pids", &n]).map(|out| {
             for p in out.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
                 stop_pid("leftover", p);
             }
         });
-        if let Err(e) = sh("ip", &["netns", "del", &n]) {
+        if let Err(e) = cmd::run("ip", &["netns", "del", &n]) {
             if Path::new(&format!("/run/netns/{n}")).exists() {
                 return Err(e);
             }
@@ -782,7 +755,7 @@ fn stop_pid(role: &str, pid: u32) {
 pub fn link_bytes(name: &str, l: Link) -> Result<(u64, u64), LabError> {
     let node = ns(name, l.name());
     let read = |dev: &str| -> Result<u64, LabError> {
-        let text = nsexec(
+        let text = cmd::run_in(
             &node,
             "cat",
             &[&format!("/sys/class/net/{dev}/statistics/tx_bytes")],
@@ -868,13 +841,13 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
         }
         LinkAction::Blackhole => {
             if !*blackhole_flag(&mut st, l) {
-                nsexec(&node, "iptables", &["-I", "FORWARD", "-j", "DROP"])?;
+                cmd::run_in(&node, "iptables", &["-I", "FORWARD", "-j", "DROP"])?;
                 *blackhole_flag(&mut st, l) = true;
             }
         }
         LinkAction::Restore => {
             if *blackhole_flag(&mut st, l) {
-                nsexec(&node, "iptables", &["-D", "FORWARD", "-j", "DROP"])?;
+                cmd::run_in(&node, "iptables", &["-D", "FORWARD", "-j", "DROP"])?;
                 *blackhole_flag(&mut st, l) = false;
             }
             ipn(&node, "link set cpe0 up")?;

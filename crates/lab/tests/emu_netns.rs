@@ -54,12 +54,7 @@ fn run_timeout(args: &[&str], timeout: Duration) -> Output {
 
 /// Runs a command that must succeed.
 fn sh(args: &[&str]) {
-    let out = run_timeout(args, Duration::from_secs(20));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab::cmd::run(args[0], &args[1..]).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A network namespace deleted on drop.
@@ -434,8 +429,7 @@ fn bulk_tcp(idx: u8, opts: emu::EmuOptions, label: &str) -> f64 {
     .unwrap();
     let port = "5201";
     let _server = ChildGuard(
-        Command::new("ip")
-            .args(["netns", "exec", &pair.b.0, "iperf3", "-s", "-1", "-p", port])
+        lab::cmd::in_ns(&pair.b.0, ["iperf3", "-s", "-1", "-p", port])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -339,9 +339,9 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
                     lab::topology::NODES.join(", ")
                 );
             }
-            let status = std::process::Command::new("ip")
-                .args(["netns", "exec", &lab::topology::ns(&name, &node)])
-                .args(&cmd)
+            // Interactive: the command gets this terminal.
+            let status = lab::cmd::in_ns(&lab::topology::ns(&name, &node), &cmd)
+                .stdin(std::process::Stdio::inherit())
                 .status()
                 .context("running ip netns exec")?;
             if !status.success() {

@@ -68,24 +68,14 @@ fn download_upload_identical_both_links_and_zero_rtt() {
 
     // (c) capture the SYNs that reach the HAG over the fixed line.
     let pcap = format!("/run/tandem-lab/{}/syn.pcap", lab.name);
-    let mut capture = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("hag"),
-            "tcpdump",
-            "-i",
-            "dsl0",
-            "-U",
-            "-c",
-            "4",
-            "-w",
-            &pcap,
-        ])
-        .args(["tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0 and dst port 5124"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
+    let mut capture = lab::cmd::in_ns(
+        &lab.ns("hag"),
+        ["tcpdump", "-i", "dsl0", "-U", "-c", "4", "-w", &pcap],
+    )
+    .args(["tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0 and dst port 5124"])
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("tcpdump");
     // Start only once tcpdump has its filter in place ("listening on ..."),
     // or the download's SYN may pass before it.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -524,8 +514,7 @@ fn thousand_hostile_headers_while_a_download_runs() {
     }
     let lab = Lab::up("hs", "rural");
     let size = 12_000_000u64;
-    let download = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.ns("home"), "sh", "-c"])
+    let download = lab::cmd::in_ns(&lab.ns("home"), ["sh", "-c"])
         .arg(format!(
             "curl -sS --fail --max-time 120 {ORIGIN}/bytes/{size} | sha256sum"
         ))
