@@ -238,7 +238,6 @@ fn paired(
     )
 }
 
-/// Runs the benchmark.
 /// Removes everything a benchmark run builds: the lab `lab_name` (its
 /// namespaces and processes) and the relay-cost namespaces. For a run that
 /// is interrupted (SIGINT/SIGTERM) before its own guards can run.
@@ -246,9 +245,10 @@ pub fn clean_up(lab_name: &str) {
     if let Err(e) = lab::down(lab_name) {
         eprintln!("tearing the lab down: {e}");
     }
-    relaycost::Namespaces::delete();
+    relaycost::remove_namespaces();
 }
 
+/// Runs the benchmark.
 pub fn run(opts: BenchOptions) -> Result<Outcome, BenchError> {
     let profile = lab::profile::by_name(&opts.profile).ok_or_else(|| {
         BenchError::Invalid(format!(

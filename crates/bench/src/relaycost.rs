@@ -2,11 +2,11 @@
 //! relay throughput and the relay's CPU per Gbit/s, and memory per idle
 //! relayed connection.
 //!
-//! Two namespaces of our own: `tbench-c` holds the clients and the relay
-//! under test on 127.0.0.1, `tbench-s` the sink/source server on a veth
-//! (198.18.0.2, the benchmarking range; the HAG refuses loopback
-//! destinations by design). Clients and the sink are threads of this
-//! process (a thread enters a namespace with `setns`), plain TCP with
+//! Two namespaces of our own, built by `lab::topology::Pair`: `tbench-c`
+//! holds the clients and the relay under test on 127.0.0.1, `tbench-s` the
+//! sink/source server on a veth (198.18.0.2, the benchmarking range; the
+//! HAG refuses loopback destinations by design). Clients and the sink are
+//! threads of this process (`lab::netns`), plain TCP with
 //! `cubic` on both relays so that only the relay differs. The HAG's
 //! clients send an RFC 8803 Connect message first and read its reply;
 //! HAProxy forwards to a fixed backend.
@@ -94,56 +94,20 @@ pub struct RelayCost {
     pub haproxy: RelayFigures,
 }
 
-/// Our two namespaces; deleted when dropped.
-pub(crate) struct Namespaces;
-
-impl Namespaces {
-    fn create() -> Result<Self, BenchError> {
-        Self::delete();
-        let ns = Self;
-        let ip = |args: &str| -> Result<(), BenchError> {
-            lab::cmd::run("ip", &args.split_whitespace().collect::<Vec<_>>())
-                .map(|_| ())
-                .map_err(BenchError::Lab)
-        };
-        ip(&format!("netns add {NS_C}"))?;
-        ip(&format!("netns add {NS_S}"))?;
-        ip(&format!(
-            "link add tbr0 netns {NS_C} type veth peer name tbr0 netns {NS_S}"
-        ))?;
-        for (n, a) in [(NS_C, CLIENT_SIDE), (NS_S, SINK)] {
-            ip(&format!("-n {n} link set lo up"))?;
-            ip(&format!("-n {n} link set tbr0 up"))?;
-            ip(&format!("-n {n} addr add {a}/24 dev tbr0"))?;
-            ip(&format!(
-                "-n {n} route replace 198.18.0.0/24 dev tbr0 proto kernel scope link src {a} congctl cubic"
-            ))?;
-            ip(&format!(
-                "-n {n} route replace local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1 congctl cubic"
-            ))?;
-            lab::cmd::run_in(n, "sysctl", &["-qw", "net.mptcp.enabled=1"])?;
-        }
-        Ok(ns)
-    }
-
-    pub(crate) fn delete() {
-        for n in [NS_C, NS_S] {
-            if let Ok(pids) = lab::cmd::run("ip", &["netns", "pids", n]) {
-                for p in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(p),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-            let _ = lab::cmd::run("ip", &["netns", "del", n]);
-        }
-    }
+/// Our two namespaces (deleted when dropped).
+fn namespaces() -> Result<lab::topology::Pair, BenchError> {
+    Ok(lab::topology::Pair::build(
+        [NS_C, NS_S],
+        "tbr0",
+        [CLIENT_SIDE, SINK],
+        24,
+    )?)
 }
 
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        Self::delete();
+/// Removes our namespaces, left by an interrupted run.
+pub(crate) fn remove_namespaces() {
+    for n in [NS_C, NS_S] {
+        lab::topology::remove_namespace(n);
     }
 }
 
@@ -642,7 +606,7 @@ pub(crate) fn run(
     // process holds both the clients' and the sink's ends.
     let fit = (hard.saturating_sub(300) / 2) as usize;
     let idle_n = plan.idle_connections.min(fit);
-    let _ns = Namespaces::create()?;
+    let _ns = namespaces()?;
     let sink = Sink::start((0..plan.runs as u16 * 2).map(|k| IDLE_PORT + k).collect())?;
     let ticks = clock_ticks();
     let mut hag = Runs::default();

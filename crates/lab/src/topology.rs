@@ -11,6 +11,9 @@
 //! with htb and a bfifo of ~50 ms, and hold packets for the link's delay with
 //! Tandem's NFQUEUE emulator ([`crate::emu`]), since this kernel has no netem.
 //!
+//! [`Pair`] builds the other shape the bench needs: two namespaces joined by
+//! one veth, with no emulated link.
+//!
 //! Congestion control is chosen deliberately: every route in the end hosts'
 //! namespaces carries `congctl cubic` (the host default, BBR, collapses on
 //! shaped links with microsecond RTTs, and the namespace sysctl is refused).
@@ -241,6 +244,90 @@ fn spawn_bg(exe: &Path, ns: &str, args: &[&str], log: &Path) -> Result<u32, LabE
         msg: e.to_string(),
     })?;
     Ok(child.id())
+}
+
+/// Two network namespaces joined by one veth pair, outside any lab: the
+/// shape of a measurement that needs no emulated link (the bench's relay
+/// cost against HAProxy). Each side has its address on the veth, the
+/// loopback up, MPTCP enabled and, as in the lab, `congctl cubic` on its
+/// subnet route and on the loopback's local route (see the module docs).
+/// Both namespaces, and whatever still runs in them, go when it is dropped.
+#[derive(Debug)]
+pub struct Pair {
+    names: [String; 2],
+}
+
+impl Pair {
+    /// Builds namespaces `a` and `b` (removing leftovers of those names
+    /// first), joined by a veth named `dev` on both sides, with `a_ip` and
+    /// `b_ip` on a `/prefix_len` network.
+    pub fn build(
+        [a, b]: [&str; 2],
+        dev: &str,
+        [a_ip, b_ip]: [Ipv4Addr; 2],
+        prefix_len: u8,
+    ) -> Result<Self, LabError> {
+        if prefix_len > 32 {
+            return Err(LabError::Invalid(format!("prefix length {prefix_len}")));
+        }
+        for n in [a, b] {
+            remove_namespace(n);
+        }
+        let pair = Self {
+            names: [a.to_owned(), b.to_owned()],
+        };
+        for n in [a, b] {
+            cmd::run("ip", &["netns", "add", n])?;
+        }
+        cmd::run(
+            "ip",
+            &[
+                "link", "add", dev, "netns", a, "type", "veth", "peer", "name", dev, "netns", b,
+            ],
+        )?;
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix_len))
+            .unwrap_or(0);
+        let net = Ipv4Addr::from(u32::from(a_ip) & mask);
+        for (n, ip) in [(a, a_ip), (b, b_ip)] {
+            ipn(n, "link set lo up")?;
+            ipn(n, &format!("link set {dev} up"))?;
+            ipn(n, &format!("addr add {ip}/{prefix_len} dev {dev}"))?;
+            ipn(
+                n,
+                &format!("route replace {net}/{prefix_len} dev {dev} proto kernel scope link src {ip} congctl cubic"),
+            )?;
+            ipn(
+                n,
+                "route replace local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1 congctl cubic",
+            )?;
+            sysctl(n, "net.mptcp.enabled", "1")?;
+        }
+        Ok(pair)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for n in &self.names {
+            remove_namespace(n);
+        }
+    }
+}
+
+/// Kills (SIGKILL) whatever runs in namespace `name` and deletes it; a
+/// namespace that does not exist is no error. For namespaces of a
+/// [`Pair`] left by an interrupted run; a lab goes with [`down`].
+pub fn remove_namespace(name: &str) {
+    use nix::sys::signal::{kill, Signal};
+    if let Ok(pids) = cmd::run("ip", &["netns", "pids", name]) {
+        for p in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+    if Path::new(&format!("/run/netns/{name}")).exists() {
+        let _ = cmd::run("ip", &["netns", "del", name]);
+    }
 }
 
 /// Options of `lab up`.
