@@ -13,9 +13,9 @@
 //! before a Tandem contender is measured, the lab CPE is switched to its
 //! mode (`lab::topology::set_steering`, a SIGHUP) when it runs another one.
 
+use hybrid::{Direction, SteeringMode};
 use lab::profile::Profile;
 use lab::topology::addr;
-use serde::{Deserialize, Serialize};
 
 /// Port of the second origin server, run under `mptcpize` (contender 3).
 pub const MPTCP_ORIGIN_PORT: u16 = 8080;
@@ -26,61 +26,37 @@ pub const SOCKS_PORT: u16 = 1080;
 /// The shadowsocks cipher (shadowsocks-libev's default AEAD cipher).
 pub const SS_METHOD: &str = "chacha20-ietf-poly1305";
 
-/// A Tandem steering mode.
+/// A Tandem steering mode as a contender.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TandemMode {
-    /// Short name (`tandem-<name>` is the contender id, except `default`).
-    pub name: &'static str,
+    /// The CPE's `[steering] mode`.
+    pub mode: SteeringMode,
     /// What it does.
     pub description: &'static str,
 }
 
-/// Tandem's steering modes (`tandem cpe`'s `[steering] mode`). `default`
-/// is `priority`, the CPE's default; the others are measured as
+/// Tandem's steering modes (`tandem cpe`'s `[steering] mode`). The CPE's
+/// default mode is the contender `tandem`; the others are measured as
 /// `tandem-<mode>`.
 pub const TANDEM_MODES: &[TandemMode] = &[
     TandemMode {
-        name: "default",
+        mode: SteeringMode::Priority,
         description: "steering mode priority (the default): fixed line first, the mobile link (MPTCP backup priority) only for the overflow once the fixed line is full",
     },
     TandemMode {
-        name: "aggregate",
+        mode: SteeringMode::Aggregate,
         description: "steering mode aggregate: both links always, the kernel's scheduler (lowest-RTT subflow with room first)",
     },
     TandemMode {
-        name: "active-standby",
+        mode: SteeringMode::ActiveStandby,
         description: "steering mode active-standby: the mobile link only while the fixed line is down",
     },
 ];
 
 impl TandemMode {
-    /// The CPE's `[steering] mode` for it.
-    pub fn steering(&self) -> &'static str {
-        if self.name == "default" {
-            "priority"
-        } else {
-            self.name
-        }
-    }
-}
-
-/// Direction of a transfer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// Towards the home.
-    Download,
-    /// From the home.
-    Upload,
-}
-
-impl Direction {
-    /// "download" / "upload".
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Download => "download",
-            Self::Upload => "upload",
-        }
+    /// Whether it is the CPE's default mode (the contender `tandem`).
+    pub fn is_default(&self) -> bool {
+        self.mode == SteeringMode::default()
     }
 }
 
@@ -157,12 +133,12 @@ impl Contender {
             },
         ];
         for m in TANDEM_MODES {
-            let (id, label) = if m.name == "default" {
+            let (id, label) = if m.is_default() {
                 ("tandem".to_string(), "5 Tandem".to_string())
             } else {
                 (
-                    format!("tandem-{}", m.name),
-                    format!("5 Tandem ({})", m.name),
+                    format!("tandem-{}", m.mode),
+                    format!("5 Tandem ({})", m.mode),
                 )
             };
             v.push(Self {
@@ -207,8 +183,8 @@ impl Contender {
     /// added up).
     pub fn capacity_kbit(&self, p: &Profile, dir: Direction) -> u64 {
         let pick = |s: &lab::profile::LinkShape| match dir {
-            Direction::Download => s.down_kbit,
-            Direction::Upload => s.up_kbit,
+            Direction::Downstream => s.down_kbit,
+            Direction::Upstream => s.up_kbit,
         };
         match self.kind {
             Kind::FixedOnly => pick(&p.dsl),
@@ -223,9 +199,9 @@ impl Contender {
     /// sized on both links would need six times as long on rural's upload).
     pub fn steady_kbit(&self, p: &Profile, dir: Direction) -> u64 {
         match self.kind {
-            Kind::Tandem(m) if m.steering() == "active-standby" => match dir {
-                Direction::Download => p.dsl.down_kbit,
-                Direction::Upload => p.dsl.up_kbit,
+            Kind::Tandem(m) if m.mode == SteeringMode::ActiveStandby => match dir {
+                Direction::Downstream => p.dsl.down_kbit,
+                Direction::Upstream => p.dsl.up_kbit,
             },
             _ => self.capacity_kbit(p, dir),
         }
@@ -316,16 +292,16 @@ mod tests {
     fn capacities_follow_the_links_used() {
         let p = lab::profile::by_name("rural").unwrap();
         let all = Contender::all();
-        assert_eq!(all[0].capacity_kbit(&p, Direction::Download), 8_000);
-        assert_eq!(all[1].capacity_kbit(&p, Direction::Upload), 10_000);
-        assert_eq!(all[4].capacity_kbit(&p, Direction::Download), 38_000);
-        assert_eq!(all[4].steady_kbit(&p, Direction::Upload), 11_000);
+        assert_eq!(all[0].capacity_kbit(&p, Direction::Downstream), 8_000);
+        assert_eq!(all[1].capacity_kbit(&p, Direction::Upstream), 10_000);
+        assert_eq!(all[4].capacity_kbit(&p, Direction::Downstream), 38_000);
+        assert_eq!(all[4].steady_kbit(&p, Direction::Upstream), 11_000);
         let standby = all
             .iter()
             .find(|c| c.id == "tandem-active-standby")
             .unwrap();
-        assert_eq!(standby.steady_kbit(&p, Direction::Upload), 1_000);
-        assert_eq!(standby.capacity_kbit(&p, Direction::Upload), 11_000);
+        assert_eq!(standby.steady_kbit(&p, Direction::Upstream), 1_000);
+        assert_eq!(standby.capacity_kbit(&p, Direction::Upstream), 11_000);
     }
 
     #[test]

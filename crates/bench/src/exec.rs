@@ -2,44 +2,13 @@
 //! by their own pid when their guard is dropped (also on error or panic).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::BenchError;
-
-/// A command run inside network namespace `ns` (`ip netns exec` execs it,
-/// so the child's pid is the program's own).
-pub(crate) fn in_ns<S: AsRef<str>>(ns: &str, argv: &[S]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]);
-    for a in argv {
-        c.arg(a.as_ref());
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-/// Runs a command inside a namespace and returns its standard output.
-pub(crate) fn ns_output<S: AsRef<str>>(ns: &str, argv: &[S]) -> Result<String, BenchError> {
-    let line = argv
-        .iter()
-        .map(|a| a.as_ref().to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let out = in_ns(ns, argv)
-        .output()
-        .map_err(|e| BenchError::io(format!("running {line} in {ns}"), e))?;
-    if !out.status.success() {
-        return Err(BenchError::Setup(format!(
-            "{line} in {ns}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// A background process; stopped (SIGTERM, then SIGKILL after 3 s) and
 /// reaped when dropped.
@@ -62,7 +31,7 @@ impl Proc {
         let f2 = f
             .try_clone()
             .map_err(|e| BenchError::io("cloning a log handle", e))?;
-        let child = in_ns(ns, argv)
+        let child = lab::cmd::in_ns(ns, argv.iter().map(AsRef::as_ref))
             .stdout(f)
             .stderr(f2)
             .spawn()
@@ -149,11 +118,9 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`).
 pub(crate) fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
+    lab::cmd::run("getconf", &["CLK_TCK"])
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .and_then(|o| o.trim().parse().ok())
         .unwrap_or(100.0)
 }
 

@@ -37,7 +37,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use contender::{Contender, Direction};
+use contender::Contender;
+use hybrid::Direction;
 use measure::Ctx;
 use meter::Progress;
 pub use relaycost::{RelayCost, RelayFigures};
@@ -237,7 +238,6 @@ fn paired(
     )
 }
 
-/// Runs the benchmark.
 /// Removes everything a benchmark run builds: the lab `lab_name` (its
 /// namespaces and processes) and the relay-cost namespaces. For a run that
 /// is interrupted (SIGINT/SIGTERM) before its own guards can run.
@@ -245,9 +245,10 @@ pub fn clean_up(lab_name: &str) {
     if let Err(e) = lab::down(lab_name) {
         eprintln!("tearing the lab down: {e}");
     }
-    relaycost::Namespaces::delete();
+    relaycost::remove_namespaces();
 }
 
+/// Runs the benchmark.
 pub fn run(opts: BenchOptions) -> Result<Outcome, BenchError> {
     let profile = lab::profile::by_name(&opts.profile).ok_or_else(|| {
         BenchError::Invalid(format!(
@@ -451,22 +452,22 @@ fn scenario_ttfb(ctx: &mut Ctx<'_>, cs: &[Contender], r: &mut Results) {
 fn scenario_bulk(ctx: &mut Ctx<'_>, cs: &[Contender], r: &mut Results) {
     let runs = ctx.plan.runs;
     let profile = ctx.profile;
-    for dir in [Direction::Download, Direction::Upload] {
+    for dir in [Direction::Downstream, Direction::Upstream] {
         for &flows in &ctx.plan.flows.clone() {
             let (mut mbit, mut share) = (PerRun::new(), PerRun::new());
             for run in 0..runs {
                 for c in cs {
                     ctx.progress.step(format!(
                         "{} {flows} flow{} · run {}/{runs} · {}",
-                        dir.name(),
+                        dir.transfer_name(),
                         if flows == 1 { "" } else { "s" },
                         run + 1,
                         c.label
                     ));
-                    let keep = run == 0 && flows == 1 && dir == Direction::Download;
+                    let keep = run == 0 && flows == 1 && dir == Direction::Downstream;
                     match measure::transfer(ctx, c, dir, flows, ctx.plan.bulk_secs, keep) {
                         Ok(t) => {
-                            let (d, l) = t.link.dir(dir == Direction::Download);
+                            let (d, l) = t.link.dir(dir);
                             let s = d as f64 / (d + l).max(1) as f64;
                             ctx.progress.finish(&format!(
                                 "{:.1} Mbit/s, {:.0} % on the fixed line",
@@ -490,8 +491,8 @@ fn scenario_bulk(ctx: &mut Ctx<'_>, cs: &[Contender], r: &mut Results) {
                 }
             }
             let capacity = match dir {
-                Direction::Download => profile.dsl.down_kbit + profile.lte.down_kbit,
-                Direction::Upload => profile.dsl.up_kbit + profile.lte.up_kbit,
+                Direction::Downstream => profile.dsl.down_kbit + profile.lte.down_kbit,
+                Direction::Upstream => profile.dsl.up_kbit + profile.lte.up_kbit,
             } as f64
                 / 1000.0;
             // Contenders 1 + 2 of the same run.
@@ -671,14 +672,14 @@ fn machine(dir: &Path) -> Machine {
         .find_map(|l| l.strip_prefix("PRETTY_NAME="))
         .map_or_else(|| "Linux".to_string(), |v| v.trim_matches('"').to_string());
     let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        lab::cmd::output(
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args),
+        )
+        .ok()
+        .map(|o| o.trim().to_string())
     };
     let commit = git(&["rev-parse", "--short", "HEAD"]).map_or_else(
         || "unknown".to_string(),

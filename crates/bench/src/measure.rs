@@ -9,12 +9,15 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use hybrid::{Link, SteeringMode};
 use lab::profile::Profile;
 use lab::topology::ns;
-use lab::{Link, LinkAction};
+use lab::LinkAction;
 
-use crate::contender::{ClientPath, Contender, Direction};
-use crate::exec::{in_ns, kill_all};
+use hybrid::Direction;
+
+use crate::contender::{ClientPath, Contender};
+use crate::exec::kill_all;
 use crate::meter::{Counters, Meter, Progress, Sample};
 use crate::stats::{median, percentile};
 use crate::Plan;
@@ -67,7 +70,7 @@ pub(crate) struct Ctx<'a> {
     /// What failed, in words (a failed run is left out of the figures).
     pub(crate) errors: Vec<String>,
     /// The lab CPE's steering mode now (`None`: as the lab started it).
-    steering: Option<&'static str>,
+    steering: Option<SteeringMode>,
 }
 
 impl Ctx<'_> {
@@ -76,11 +79,11 @@ impl Ctx<'_> {
     pub(crate) fn prepare(&mut self, c: &Contender) -> Result<(), String> {
         use crate::contender::Kind;
         let wanted = match &c.kind {
-            Kind::Tandem(m) => m.steering(),
+            Kind::Tandem(m) => m.mode,
             // Contenders 3 and 4 run in the CPE node and share its MPTCP
             // endpoints: they are measured with both links at regular
             // priority (no backup flag), as the kernel's default has them.
-            Kind::MptcpEndToEnd | Kind::Shadowsocks => "aggregate",
+            Kind::MptcpEndToEnd | Kind::Shadowsocks => SteeringMode::Aggregate,
             _ => return Ok(()),
         };
         if self.steering == Some(wanted) {
@@ -132,7 +135,7 @@ impl<'a> Ctx<'a> {
         );
         argv.extend(path.curl.iter().cloned());
         argv.extend(args.iter().cloned());
-        in_ns(&ns(&self.lab, path.node), &argv)
+        lab::cmd::in_ns(&ns(&self.lab, path.node), &argv)
     }
 
     /// A file of `len` pattern bytes to upload, and the SHA-256 the origin
@@ -240,8 +243,8 @@ pub(crate) fn transfer(
     let path = c.client();
     let max_secs = seconds * 6.0 + 30.0;
     let upload = match dir {
-        Direction::Upload => Some(ctx.upload_file(per_flow)?),
-        Direction::Download => None,
+        Direction::Upstream => Some(ctx.upload_file(per_flow)?),
+        Direction::Downstream => None,
     };
     let mut children = Vec::new();
     let before = ctx.meter.read();
@@ -272,7 +275,6 @@ pub(crate) fn transfer(
         }
     }
     let mut series = Vec::new();
-    let download = dir == Direction::Download;
     loop {
         let mut running = 0;
         for ch in &mut children {
@@ -285,7 +287,7 @@ pub(crate) fn transfer(
         if keep_series {
             series.push(Sample { t, c: now });
         }
-        let (d, l) = now.dir(download);
+        let (d, l) = now.dir(dir);
         ctx.progress.update(
             (d + l) as f64 / (per_flow * flows as u64) as f64,
             &format!("{:>6.1} Mbit/s", mbit(d + l, t)),
@@ -295,7 +297,7 @@ pub(crate) fn transfer(
         }
         if t > max_secs + 10.0 {
             kill_all(&mut children);
-            return Err(format!("{} {} did not end", c.id, dir.name()));
+            return Err(format!("{} {} did not end", c.id, dir.transfer_name()));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -337,7 +339,11 @@ pub(crate) fn transfer(
         }
     }
     if let Some(e) = first_err {
-        return Err(format!("{} {} {flows} flow(s): {e}", c.id, dir.name()));
+        return Err(format!(
+            "{} {} {flows} flow(s): {e}",
+            c.id,
+            dir.transfer_name()
+        ));
     }
     Ok(Transfer {
         mbit: mbit(bytes, secs),
@@ -478,7 +484,7 @@ pub(crate) fn loaded_latency(ctx: &mut Ctx<'_>, c: &Contender) -> Result<Loaded,
     ctx.progress.update(0.2, "idle probed; loading");
     let path = c.client();
     let load_secs = plan.load_fill_secs + plan.probe_load as f64 / plan.probe_rate as f64 + 5.0;
-    let size = (c.capacity_kbit(&ctx.profile, Direction::Download) as f64 * 1000.0 / 8.0
+    let size = (c.capacity_kbit(&ctx.profile, Direction::Downstream) as f64 * 1000.0 / 8.0
         * load_secs) as u64;
     let args = vec![
         "-o".into(),
@@ -541,7 +547,7 @@ pub(crate) fn failover(ctx: &mut Ctx<'_>, c: &Contender) -> Result<Failover, Str
     let (pre, cut, post) = ctx.plan.failover_secs;
     let total = pre + cut + post;
     let path = c.client();
-    let size = (c.capacity_kbit(&ctx.profile, Direction::Download) as f64 * 1000.0 / 8.0
+    let size = (c.capacity_kbit(&ctx.profile, Direction::Downstream) as f64 * 1000.0 / 8.0
         * (total + 10.0)) as u64;
     let args = vec!["-o".into(), "-".into(), path.url(&format!("/bytes/{size}"))];
     let mut cmd = ctx.curl(&path, total * 3.0 + 20.0, &args);

@@ -5,8 +5,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
+use hybrid::{Direction, Link};
 use lab::topology::{link_bytes, load_state};
-use lab::Link;
 use serde::{Deserialize, Serialize};
 
 /// Bytes that left each access link so far.
@@ -34,11 +34,10 @@ impl Counters {
     }
 
     /// (dsl, lte) bytes in one direction.
-    pub fn dir(&self, download: bool) -> (u64, u64) {
-        if download {
-            (self.dsl_down, self.lte_down)
-        } else {
-            (self.dsl_up, self.lte_up)
+    pub fn dir(&self, dir: Direction) -> (u64, u64) {
+        match dir {
+            Direction::Downstream => (self.dsl_down, self.lte_down),
+            Direction::Upstream => (self.dsl_up, self.lte_up),
         }
     }
 }
@@ -216,8 +215,8 @@ mod tests {
             lte_up: 0,
         };
         let d = b.since(&a);
-        assert_eq!(d.dir(true), (5, 10));
-        assert_eq!(d.dir(false), (0, 0));
+        assert_eq!(d.dir(Direction::Downstream), (5, 10));
+        assert_eq!(d.dir(Direction::Upstream), (0, 0));
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! relay throughput and the relay's CPU per Gbit/s, and memory per idle
 //! relayed connection.
 //!
-//! Two namespaces of our own: `tbench-c` holds the clients and the relay
-//! under test on 127.0.0.1, `tbench-s` the sink/source server on a veth
-//! (198.18.0.2, the benchmarking range; the HAG refuses loopback
-//! destinations by design). Clients and the sink are threads of this
-//! process (a thread enters a namespace with `setns`), plain TCP with
+//! Two namespaces of our own, built by `lab::topology::Pair`: `tbench-c`
+//! holds the clients and the relay under test on 127.0.0.1, `tbench-s` the
+//! sink/source server on a veth (198.18.0.2, the benchmarking range; the
+//! HAG refuses loopback destinations by design). Clients and the sink are
+//! threads of this process (`lab::netns`), plain TCP with
 //! `cubic` on both relays so that only the relay differs. The HAG's
 //! clients send an RFC 8803 Connect message first and read its reply;
 //! HAProxy forwards to a fixed backend.
@@ -20,9 +20,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use convert_proto::{Connect, DecodeError, Message, Tlv};
+use hybrid::Direction;
+use lab::netns;
 use serde::{Deserialize, Serialize};
 
-use crate::exec::{clock_ticks, cpu_seconds, ns_output, rss_kib, Proc};
+use crate::exec::{clock_ticks, cpu_seconds, rss_kib, Proc};
 use crate::meter::Progress;
 use crate::stats::Summary;
 use crate::BenchError;
@@ -92,56 +94,20 @@ pub struct RelayCost {
     pub haproxy: RelayFigures,
 }
 
-/// Our two namespaces; deleted when dropped.
-pub(crate) struct Namespaces;
-
-impl Namespaces {
-    fn create() -> Result<Self, BenchError> {
-        Self::delete();
-        let ns = Self;
-        let ip = |args: &str| -> Result<(), BenchError> {
-            lab::topology::sh("ip", &args.split_whitespace().collect::<Vec<_>>())
-                .map(|_| ())
-                .map_err(BenchError::Lab)
-        };
-        ip(&format!("netns add {NS_C}"))?;
-        ip(&format!("netns add {NS_S}"))?;
-        ip(&format!(
-            "link add tbr0 netns {NS_C} type veth peer name tbr0 netns {NS_S}"
-        ))?;
-        for (n, a) in [(NS_C, CLIENT_SIDE), (NS_S, SINK)] {
-            ip(&format!("-n {n} link set lo up"))?;
-            ip(&format!("-n {n} link set tbr0 up"))?;
-            ip(&format!("-n {n} addr add {a}/24 dev tbr0"))?;
-            ip(&format!(
-                "-n {n} route replace 198.18.0.0/24 dev tbr0 proto kernel scope link src {a} congctl cubic"
-            ))?;
-            ip(&format!(
-                "-n {n} route replace local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1 congctl cubic"
-            ))?;
-            ns_output(n, &["sysctl", "-qw", "net.mptcp.enabled=1"])?;
-        }
-        Ok(ns)
-    }
-
-    pub(crate) fn delete() {
-        for n in [NS_C, NS_S] {
-            if let Ok(pids) = lab::topology::sh("ip", &["netns", "pids", n]) {
-                for p in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(p),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-            let _ = lab::topology::sh("ip", &["netns", "del", n]);
-        }
-    }
+/// Our two namespaces (deleted when dropped).
+fn namespaces() -> Result<lab::topology::Pair, BenchError> {
+    Ok(lab::topology::Pair::build(
+        [NS_C, NS_S],
+        "tbr0",
+        [CLIENT_SIDE, SINK],
+        24,
+    )?)
 }
 
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        Self::delete();
+/// Removes our namespaces, left by an interrupted run.
+pub(crate) fn remove_namespaces() {
+    for n in [NS_C, NS_S] {
+        lab::topology::remove_namespace(n);
     }
 }
 
@@ -152,30 +118,6 @@ fn spawn_ready(name: &str, argv: &[String], log: &Path, port: u16) -> Result<Pro
     lab::topology::wait_port(NS_C, Ipv4Addr::LOCALHOST, port, Duration::from_secs(10))?;
     p.check_running()?;
     Ok(p)
-}
-
-/// Runs `f` on a new thread inside namespace `ns`; sockets it creates stay
-/// in that namespace whichever thread uses them later.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<Result<T, String>> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
-        nix::sched::setns(
-            std::os::fd::AsFd::as_fd(&file),
-            nix::sched::CloneFlags::CLONE_NEWNET,
-        )
-        .map_err(|e| format!("entering {path}: {e}"))?;
-        Ok(f())
-    })
-}
-
-fn join<T>(h: JoinHandle<Result<T, String>>) -> Result<T, BenchError> {
-    h.join()
-        .map_err(|_| BenchError::Measure("a benchmark thread panicked".into()))?
-        .map_err(BenchError::Measure)
 }
 
 /// The sink/source server in `tbench-s`: port 9000 serves one command byte
@@ -217,13 +159,13 @@ fn accept_loop(l: TcpListener, stop: Arc<AtomicBool>, mut on: impl FnMut(TcpStre
 
 impl Sink {
     fn start(idle_ports: Vec<u16>) -> Result<Self, BenchError> {
-        let (bulk, idle_ls) = join(in_netns(NS_S, move || {
+        let (bulk, idle_ls) = netns::run_in(NS_S, move || {
             let idle = idle_ports
                 .into_iter()
                 .map(listen)
                 .collect::<Result<Vec<_>, _>>()?;
             Ok::<_, String>((listen(BULK_PORT)?, idle))
-        }))?
+        })?
         .map_err(|e| BenchError::Setup(format!("sink listeners: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
@@ -480,16 +422,17 @@ fn throughput(
     relay: Relay,
     pid: u32,
     sink: &Sink,
-    download: bool,
+    dir: Direction,
     plan: &RelayPlan,
     ticks: f64,
 ) -> Result<Throughput, BenchError> {
     let stop = Arc::new(AtomicBool::new(false));
     let got = Arc::new(AtomicU64::new(0));
+    let download = dir == Direction::Downstream;
     let mut handles = Vec::new();
     for _ in 0..plan.flows {
         let (stop, got) = (stop.clone(), got.clone());
-        handles.push(in_netns(NS_C, move || -> Result<(), String> {
+        handles.push(netns::spawn_in(NS_C, move || -> Result<(), String> {
             let cmd: &[u8] = if download { b"D" } else { b"U" };
             let (mut s, extra) = client_connect(relay, relay.ports().0, BULK_PORT, cmd)?;
             got.fetch_add(extra as u64, Ordering::Relaxed);
@@ -538,7 +481,10 @@ fn throughput(
     stop.store(true, Ordering::Relaxed);
     let mut first_err = None;
     for h in handles {
-        if let Err(e) = join(h).and_then(|r| r.map_err(BenchError::Measure)) {
+        if let Err(e) = netns::join(h)
+            .map_err(BenchError::Lab)
+            .and_then(|r| r.map_err(BenchError::Measure))
+        {
             first_err.get_or_insert(e);
         }
     }
@@ -572,7 +518,7 @@ fn idle_memory(
     let pre = relay.preamble(idle_port);
     let port = relay.ports().1;
     let reached = sink.idle_count.clone();
-    let conns = join(in_netns(NS_C, move || {
+    let conns = netns::run_in(NS_C, move || {
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
             // At most 500 connections not yet relayed: a steady arrival,
@@ -596,7 +542,7 @@ fn idle_memory(
             v.push(s);
         }
         Ok::<_, String>(v)
-    }))?
+    })?
     .map_err(BenchError::Measure)?;
     let until = Instant::now() + Duration::from_secs(60);
     while sink.idle_count.load(Ordering::Relaxed) < n && Instant::now() < until {
@@ -660,7 +606,7 @@ pub(crate) fn run(
     // process holds both the clients' and the sink's ends.
     let fit = (hard.saturating_sub(300) / 2) as usize;
     let idle_n = plan.idle_connections.min(fit);
-    let _ns = Namespaces::create()?;
+    let _ns = namespaces()?;
     let sink = Sink::start((0..plan.runs as u16 * 2).map(|k| IDLE_PORT + k).collect())?;
     let ticks = clock_ticks();
     let mut hag = Runs::default();
@@ -699,27 +645,25 @@ pub(crate) fn run(
                         "idle connections FAILED".to_string()
                     }
                 };
-                for download in [true, false] {
-                    progress.update(
-                        if download { 0.4 } else { 0.7 },
-                        if download { "download" } else { "upload" },
-                    );
-                    let t = throughput(relay, pid, &sink, download, plan, ticks)?;
-                    text += &format!(
-                        ", {} {:.2} Gbit/s on {:.2} cores",
-                        if download { "down" } else { "up" },
-                        t.gbit,
-                        t.cores
-                    );
+                for (dir, done, short) in [
+                    (Direction::Downstream, 0.4, "down"),
+                    (Direction::Upstream, 0.7, "up"),
+                ] {
+                    progress.update(done, dir.transfer_name());
+                    let t = throughput(relay, pid, &sink, dir, plan, ticks)?;
+                    text += &format!(", {short} {:.2} Gbit/s on {:.2} cores", t.gbit, t.cores);
                     let per_core = t.gbit / t.cores.max(1e-6);
-                    if download {
-                        r.down.push(t.gbit);
-                        r.down_cores.push(t.cores);
-                        r.down_per_core.push(per_core);
-                    } else {
-                        r.up.push(t.gbit);
-                        r.up_cores.push(t.cores);
-                        r.up_per_core.push(per_core);
+                    match dir {
+                        Direction::Downstream => {
+                            r.down.push(t.gbit);
+                            r.down_cores.push(t.cores);
+                            r.down_per_core.push(per_core);
+                        }
+                        Direction::Upstream => {
+                            r.up.push(t.gbit);
+                            r.up_cores.push(t.cores);
+                            r.up_per_core.push(per_core);
+                        }
                     }
                 }
                 drop(p);
@@ -762,16 +706,9 @@ pub(crate) fn run(
 }
 
 fn haproxy_version() -> String {
-    std::process::Command::new("haproxy")
-        .arg("-v")
-        .output()
+    lab::cmd::run("haproxy", &["-v"])
         .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .nth(2)
-                .map(str::to_string)
-        })
+        .and_then(|o| o.split_whitespace().nth(2).map(str::to_string))
         .unwrap_or_else(|| "(version unknown)".into())
 }
 

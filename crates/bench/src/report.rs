@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use hybrid::Direction;
 use lab::profile::Profile;
 use serde::{Deserialize, Serialize};
 
-use crate::contender::Direction;
 use crate::meter::Sample;
 use crate::relaycost::{RelayCost, RelayFigures};
 use crate::stats::Summary;
@@ -65,7 +65,8 @@ pub struct ContenderInfo {
 /// Bulk goodput of one contender in one direction and flow count.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BulkRow {
-    /// Direction.
+    /// Direction, recorded as `download` or `upload`.
+    #[serde(with = "transfer_word")]
     pub direction: Direction,
     /// Parallel flows.
     pub flows: usize,
@@ -79,6 +80,22 @@ pub struct BulkRow {
     pub of_singles: Option<Summary>,
     /// Share of the bytes that crossed the fixed line.
     pub dsl_share: Option<Summary>,
+}
+
+/// A transfer's direction in the results as `download` or `upload`
+/// ([`Direction::transfer_name`]), the words the recorded results use.
+mod transfer_word {
+    use hybrid::Direction;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Direction, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.transfer_name())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
+        let s = String::deserialize(d)?;
+        Direction::from_transfer_name(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Time to first byte and to fetch the small object.
@@ -270,10 +287,13 @@ impl Results {
             .collect();
         let med = |s: &Option<Summary>| s.as_ref().map(|s| s.median);
         for id in &tandems {
-            for dir in [Direction::Download, Direction::Upload] {
+            for dir in [Direction::Downstream, Direction::Upstream] {
                 let v = self.bulk_row(dir, 1, id).and_then(|r| med(&r.of_singles));
                 t.push(Target {
-                    target: format!("one flow ≥ 95 % of contenders 1 + 2 ({})", dir.name()),
+                    target: format!(
+                        "one flow ≥ 95 % of contenders 1 + 2 ({})",
+                        dir.transfer_name()
+                    ),
                     contender: id.clone(),
                     measured: v.map_or("–".into(), |v| format!("{:.1} %", v * 100.0)),
                     met: v.map(|v| v >= 0.95),
@@ -399,11 +419,11 @@ impl Results {
                 met(t.met)
             );
         }
-        for dir in [Direction::Download, Direction::Upload] {
+        for dir in [Direction::Downstream, Direction::Upstream] {
             let _ = writeln!(
                 o,
                 "\n## Bulk {} goodput\n\n{} s worth of each contender's nominal capacity per transfer; \"of 1+2\" divides by contender 1 + contender 2 of the same run; \"DSL share\" is the fraction of the bytes that crossed the fixed line.\n",
-                dir.name(),
+                dir.transfer_name(),
                 self.plan.bulk_secs
             );
             o.push_str("| contender | flows | Mbit/s | of physical limit | of 1+2 | DSL share |\n|---|---|---|---|---|---|\n");
@@ -540,9 +560,9 @@ impl Results {
                 o,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.label,
-                b(Direction::Download, 1),
-                b(Direction::Download, 8),
-                b(Direction::Upload, 1),
+                b(Direction::Downstream, 1),
+                b(Direction::Downstream, 8),
+                b(Direction::Upstream, 1),
                 med(
                     self.ttfb
                         .iter()
@@ -644,12 +664,12 @@ pub fn write_charts(r: &Results, dir: &Path, stem: &str) -> Result<Vec<PathBuf>,
         Ok(())
     };
     let mut groups = Vec::new();
-    for dir in [Direction::Download, Direction::Upload] {
+    for dir in [Direction::Downstream, Direction::Upstream] {
         for flows in &r.plan.flows {
             groups.push(Group {
                 label: format!(
                     "{}, {flows} flow{}",
-                    dir.name(),
+                    dir.transfer_name(),
                     if *flows == 1 { "" } else { "s" }
                 ),
                 bars: ids
@@ -918,5 +938,38 @@ mod tests {
         assert_eq!(splice_readme(&n, "new\n"), n);
         let added = splice_readme("# T\n", "x\n");
         assert!(added.ends_with("## Benchmarks\n\n<!-- bench:begin -->\nx\n<!-- bench:end -->\n"));
+    }
+
+    #[test]
+    fn recorded_results_read_back_and_write_the_same_words() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
+        let mut files = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            let r: Results =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(r.bulk.iter().any(|b| b.direction == Direction::Downstream));
+            assert!(r.bulk.iter().any(|b| b.direction == Direction::Upstream));
+            let again = serde_json::to_value(&r).unwrap();
+            let recorded: serde_json::Value = serde_json::from_str(&text).unwrap();
+            // (Older files lack fields added since, so only the row keys
+            // are compared.)
+            let keys = |v: &serde_json::Value| -> Vec<String> {
+                v["bulk"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| format!("{} {} {}", b["direction"], b["flows"], b["contender"]))
+                    .collect()
+            };
+            assert_eq!(keys(&again), keys(&recorded), "{}", path.display());
+            assert!(keys(&again)[0].starts_with("\"download\" 1 "));
+        }
+        assert!(files > 0, "no results in {}", dir.display());
     }
 }

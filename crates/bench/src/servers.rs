@@ -9,7 +9,7 @@ use std::time::Duration;
 use lab::topology::{addr, ns, wait_port};
 
 use crate::contender::{Contender, Kind, MPTCP_ORIGIN_PORT, SOCKS_PORT, SS_METHOD, SS_SERVER_PORT};
-use crate::exec::{ns_output, Proc};
+use crate::exec::Proc;
 use crate::BenchError;
 
 /// The receive-buffer sysctl applied in every end host's namespace (home,
@@ -35,18 +35,20 @@ impl Servers {
         exe: &Path,
     ) -> Result<Self, BenchError> {
         for node in ["home", "cpe", "hag", "net"] {
-            ns_output(
+            lab::cmd::run_in(
                 &ns(lab, node),
-                &["sysctl", "-qw", &format!("net.ipv4.tcp_rmem={TCP_RMEM}")],
+                "sysctl",
+                &["-qw", &format!("net.ipv4.tcp_rmem={TCP_RMEM}")],
             )?;
         }
         let mut s = Self::default();
         let has = |k: fn(&Kind) -> bool| contenders.iter().any(|c| k(&c.kind));
         if has(|k| matches!(k, Kind::MptcpEndToEnd)) {
             // The server side accepts the CPE's second subflow (MP_JOIN).
-            ns_output(
+            lab::cmd::run_in(
                 &ns(lab, "net"),
-                &["ip", "mptcp", "limits", "set", "subflows", "2"],
+                "ip",
+                &["mptcp", "limits", "set", "subflows", "2"],
             )?;
             let listen = format!("{}:{MPTCP_ORIGIN_PORT}", addr::ORIGIN);
             let argv = [
@@ -72,9 +74,10 @@ impl Servers {
             )?;
         }
         if has(|k| matches!(k, Kind::Shadowsocks)) {
-            ns_output(
+            lab::cmd::run_in(
                 &ns(lab, "hag"),
-                &["ip", "mptcp", "limits", "set", "subflows", "2"],
+                "ip",
+                &["mptcp", "limits", "set", "subflows", "2"],
             )?;
             let password = random_hex(16)?;
             let common = |server_args: Vec<String>| {
@@ -154,10 +157,7 @@ impl Servers {
 }
 
 fn random_hex(n: usize) -> Result<String, BenchError> {
-    use std::io::Read;
     let mut b = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| BenchError::io("reading /dev/urandom", e))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    getrandom::fill(&mut b).map_err(|e| BenchError::Setup(format!("random bytes: {e}")))?;
+    Ok(hex::encode(b))
 }

@@ -189,6 +189,27 @@ impl Direction {
             Self::Downstream => Self::Upstream,
         }
     }
+
+    /// The word for a transfer in this direction, as the benchmark's
+    /// results and reports spell it: `upload` or `download`.
+    pub fn transfer_name(self) -> &'static str {
+        match self {
+            Self::Upstream => "upload",
+            Self::Downstream => "download",
+        }
+    }
+
+    /// The direction of a transfer named by [`Self::transfer_name`].
+    pub fn from_transfer_name(s: &str) -> Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.transfer_name() == s)
+            .ok_or_else(|| UnknownName {
+                what: "transfer direction",
+                given: s.to_string(),
+                expected: "upload or download",
+            })
+    }
 }
 
 named!(Direction, "direction", "upstream or downstream");
@@ -239,7 +260,10 @@ mod tests {
         }
         for d in Direction::ALL {
             assert_eq!(d.to_string().parse::<Direction>().unwrap(), d);
+            assert_eq!(Direction::from_transfer_name(d.transfer_name()), Ok(d));
         }
+        assert_eq!(Direction::Downstream.transfer_name(), "download");
+        assert!(Direction::from_transfer_name("downstream").is_err());
         for m in SteeringMode::ALL {
             assert_eq!(m.name().parse::<SteeringMode>().unwrap(), m);
         }

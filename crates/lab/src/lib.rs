@@ -10,7 +10,8 @@
 //! What it does not do: anything outside its own namespaces. Every address
 //! it uses lives in a namespace it created; `down` removes them all.
 //!
-//! Modules: [`topology`] (up, down, status, link changes), [`profile`] (link
+//! Modules: [`topology`] (up, down, status, link changes), [`cmd`] (the one
+//! command runner, for the lab and its callers), [`profile`] (link
 //! shapes and unit parsing), [`emu`] (the delay/loss emulator), [`origin`]
 //! (the HTTP server), [`attack`] (a bounded attacker for the hardening
 //! tests and benchmarks), [`netns`] (threads inside a node's namespace: ports,
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attack;
+pub mod cmd;
 pub mod dns;
 pub mod emu;
 pub mod netns;
@@ -27,7 +29,8 @@ pub mod profile;
 pub mod topology;
 pub mod wait;
 
-pub use topology::{down, link, status, up, Link, LinkAction, State, UpOptions};
+pub use hybrid::{Link, SteeringMode};
+pub use topology::{down, link, status, up, LinkAction, State, UpOptions};
 
 /// For the tests that build namespaces (marked `#[ignore]` with the reason,
 /// so that `cargo test` without root lists them as ignored instead of
@@ -75,6 +78,9 @@ pub enum LabError {
         /// What failed.
         msg: String,
     },
+    /// The system's random source failed.
+    #[error("random bytes: {0}")]
+    Random(getrandom::Error),
     /// File I/O on the state directory.
     #[error("{0}")]
     Io(std::io::Error),

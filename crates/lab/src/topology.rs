@@ -11,17 +11,23 @@
 //! with htb and a bfifo of ~50 ms, and hold packets for the link's delay with
 //! Tandem's NFQUEUE emulator ([`crate::emu`]), since this kernel has no netem.
 //!
+//! [`Pair`] builds the other shape the bench needs: two namespaces joined by
+//! one veth, with no emulated link.
+//!
 //! Congestion control is chosen deliberately: every route in the end hosts'
 //! namespaces carries `congctl cubic` (the host default, BBR, collapses on
 //! shaped links with microsecond RTTs, and the namespace sysctl is refused).
 
+use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use hybrid::{Link, SteeringMode};
 use serde::{Deserialize, Serialize};
 
+use crate::cmd;
 use crate::emu::{self, Impairment};
 use crate::profile::{LinkShape, Profile};
 use crate::LabError;
@@ -77,38 +83,6 @@ pub const HAG_PORT: u16 = 5124;
 /// Lab nodes (network namespaces).
 pub const NODES: &[&str] = &["home", "cpe", "dsl", "lte", "hag", "net", "atk", "dns"];
 
-/// The two access links.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Link {
-    /// The fixed line.
-    Dsl,
-    /// The mobile link.
-    Lte,
-}
-
-impl Link {
-    /// Both links.
-    pub const ALL: [Self; 2] = [Self::Dsl, Self::Lte];
-
-    /// "dsl" or "lte".
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Dsl => "dsl",
-            Self::Lte => "lte",
-        }
-    }
-
-    /// Parses "dsl" / "lte".
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "dsl" => Some(Self::Dsl),
-            "lte" => Some(Self::Lte),
-            _ => None,
-        }
-    }
-}
-
 /// What `lab up` recorded, read back by the other commands.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct State {
@@ -161,48 +135,21 @@ pub fn ns(name: &str, node: &str) -> String {
     format!("{name}-{node}")
 }
 
-/// Runs a command, failing with its stderr.
-pub fn sh(cmd: &str, args: &[&str]) -> Result<String, LabError> {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| LabError::Command {
-            cmd: format!("{cmd} {}", args.join(" ")),
-            msg: e.to_string(),
-        })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(LabError::Command {
-            cmd: format!("{cmd} {}", args.join(" ")),
-            msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
-}
-
 /// Runs `ip -n <ns> ...` (`-batch` style, one command).
 fn ipn(ns: &str, args: &str) -> Result<String, LabError> {
     let mut v = vec!["-n", ns];
     v.extend(args.split_whitespace());
-    sh("ip", &v)
-}
-
-/// Runs a command inside a namespace.
-pub fn nsexec(ns: &str, cmd: &str, args: &[&str]) -> Result<String, LabError> {
-    let mut v = vec!["netns", "exec", ns, cmd];
-    v.extend_from_slice(args);
-    sh("ip", &v)
+    cmd::run("ip", &v)
 }
 
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    nsexec(ns, "sh", &["-c", &format!("echo {value} > {path}")]).map(|_| ())
+    cmd::run_in(ns, "sh", &["-c", &format!("echo {value} > {path}")]).map(|_| ())
 }
 
 /// Names of the namespaces that exist for this lab.
 pub fn existing_namespaces(name: &str) -> Vec<String> {
-    let list = sh("ip", &["netns", "list"]).unwrap_or_default();
+    let list = cmd::run("ip", &["netns", "list"]).unwrap_or_default();
     let prefix = format!("{name}-");
     list.lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -260,7 +207,7 @@ fn shape_dev(ns: &str, dev: &str, kbit: u64) -> Result<(), LabError> {
 fn ipn_tc(ns: &str, args: &str) -> Result<String, LabError> {
     let mut v = vec!["-n", ns];
     v.extend(args.split_whitespace());
-    sh("tc", &v)
+    cmd::run("tc", &v)
 }
 
 /// One-way impairment of a link: half its RTT each way.
@@ -284,19 +231,103 @@ fn emu_entries(s: &LinkShape) -> Vec<(u16, Impairment)> {
 fn spawn_bg(exe: &Path, ns: &str, args: &[&str], log: &Path) -> Result<u32, LabError> {
     let logf = std::fs::File::create(log).map_err(LabError::Io)?;
     let errf = logf.try_clone().map_err(LabError::Io)?;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns])
-        .arg(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(logf)
-        .stderr(errf);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().map_err(|e| LabError::Command {
+    let mut c = cmd::in_ns(
+        ns,
+        [exe.as_os_str()]
+            .into_iter()
+            .chain(args.iter().map(OsStr::new)),
+    );
+    c.stdout(logf).stderr(errf);
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let child = c.spawn().map_err(|e| LabError::Command {
         cmd: format!("{} {}", exe.display(), args.join(" ")),
         msg: e.to_string(),
     })?;
     Ok(child.id())
+}
+
+/// Two network namespaces joined by one veth pair, outside any lab: the
+/// shape of a measurement that needs no emulated link (the bench's relay
+/// cost against HAProxy). Each side has its address on the veth, the
+/// loopback up, MPTCP enabled and, as in the lab, `congctl cubic` on its
+/// subnet route and on the loopback's local route (see the module docs).
+/// Both namespaces, and whatever still runs in them, go when it is dropped.
+#[derive(Debug)]
+pub struct Pair {
+    names: [String; 2],
+}
+
+impl Pair {
+    /// Builds namespaces `a` and `b` (removing leftovers of those names
+    /// first), joined by a veth named `dev` on both sides, with `a_ip` and
+    /// `b_ip` on a `/prefix_len` network.
+    pub fn build(
+        [a, b]: [&str; 2],
+        dev: &str,
+        [a_ip, b_ip]: [Ipv4Addr; 2],
+        prefix_len: u8,
+    ) -> Result<Self, LabError> {
+        if prefix_len > 32 {
+            return Err(LabError::Invalid(format!("prefix length {prefix_len}")));
+        }
+        for n in [a, b] {
+            remove_namespace(n);
+        }
+        let pair = Self {
+            names: [a.to_owned(), b.to_owned()],
+        };
+        for n in [a, b] {
+            cmd::run("ip", &["netns", "add", n])?;
+        }
+        cmd::run(
+            "ip",
+            &[
+                "link", "add", dev, "netns", a, "type", "veth", "peer", "name", dev, "netns", b,
+            ],
+        )?;
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix_len))
+            .unwrap_or(0);
+        let net = Ipv4Addr::from(u32::from(a_ip) & mask);
+        for (n, ip) in [(a, a_ip), (b, b_ip)] {
+            ipn(n, "link set lo up")?;
+            ipn(n, &format!("link set {dev} up"))?;
+            ipn(n, &format!("addr add {ip}/{prefix_len} dev {dev}"))?;
+            ipn(
+                n,
+                &format!("route replace {net}/{prefix_len} dev {dev} proto kernel scope link src {ip} congctl cubic"),
+            )?;
+            ipn(
+                n,
+                "route replace local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1 congctl cubic",
+            )?;
+            sysctl(n, "net.mptcp.enabled", "1")?;
+        }
+        Ok(pair)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for n in &self.names {
+            remove_namespace(n);
+        }
+    }
+}
+
+/// Kills (SIGKILL) whatever runs in namespace `name` and deletes it; a
+/// namespace that does not exist is no error. For namespaces of a
+/// [`Pair`] left by an interrupted run; a lab goes with [`down`].
+pub fn remove_namespace(name: &str) {
+    use nix::sys::signal::{kill, Signal};
+    if let Ok(pids) = cmd::run("ip", &["netns", "pids", name]) {
+        for p in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+    if Path::new(&format!("/run/netns/{name}")).exists() {
+        let _ = cmd::run("ip", &["netns", "del", name]);
+    }
 }
 
 /// Options of `lab up`.
@@ -320,7 +351,7 @@ pub struct UpOptions {
 fn build(o: &UpOptions) -> Result<State, LabError> {
     let n = |node: &str| ns(&o.name, node);
     for node in NODES {
-        sh("ip", &["netns", "add", &n(node)])?;
+        cmd::run("ip", &["netns", "add", &n(node)])?;
         ipn(&n(node), "link set lo up")?;
     }
     // (ns A, dev A, ns B, dev B)
@@ -335,7 +366,7 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         ("hag", "dns0", "dns", "eth0"),
     ];
     for (a, da, b, db) in veths {
-        sh(
+        cmd::run(
             "ip",
             &[
                 "link",
@@ -493,14 +524,14 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
             (n("cpe"), format!("{}0", l.name())),
             (n("hag"), format!("{}0", l.name())),
         ] {
-            nsexec(
+            cmd::run_in(
                 &peer,
                 "ethtool",
                 &["-K", &dev, "tso", "off", "gso", "off", "gro", "off"],
             )?;
         }
         for dev in ["cpe0", "core0"] {
-            nsexec(
+            cmd::run_in(
                 &node,
                 "ethtool",
                 &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
@@ -510,7 +541,7 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         shape_dev(&node, "cpe0", shape.down_kbit)?;
         shape_dev(&node, "core0", shape.up_kbit)?;
         for (dev, q) in [("cpe0", "1"), ("core0", "2")] {
-            nsexec(
+            cmd::run_in(
                 &node,
                 "iptables",
                 &[
@@ -593,12 +624,9 @@ pub fn cpe_config(p: &Profile) -> String {
 }
 
 fn random_key() -> Result<String, LabError> {
-    use std::io::Read;
     let mut k = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut k))
-        .map_err(LabError::Io)?;
-    Ok(k.iter().map(|b| format!("{b:02x}")).collect())
+    getrandom::fill(&mut k).map_err(LabError::Random)?;
+    Ok(hex::encode(k))
 }
 
 /// Waits until `ns` accepts TCP on `port` of `ip` (a service came up).
@@ -638,13 +666,11 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     )?;
     if o.shield {
         let (nsd_conf, shield_conf) = crate::dns::write_files(&dir, &n("home"))?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &n("net"), "nsd", "-d", "-c", &nsd_conf])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        let mut c = cmd::in_ns(&n("net"), ["nsd", "-d", "-c", &nsd_conf]);
+        c.stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("nsd.err")).map_err(LabError::Io)?);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(|e| LabError::Command {
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        let child = c.spawn().map_err(|e| LabError::Command {
             cmd: "nsd".into(),
             msg: e.to_string(),
         })?;
@@ -687,7 +713,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
             format!("{}/32", addr::CPE_DSL),
             format!("{}/32", addr::CPE_LTE),
         );
-        sh(
+        cmd::run(
             &o.exe.display().to_string(),
             &[
                 "hag",
@@ -775,12 +801,12 @@ pub fn down(name: &str) -> Result<(), LabError> {
     }
     for n in existing_namespaces(name) {
         // Anything still running in the namespace was started by this lab.
-        let _ = sh("ip", &["netns", "pids", &n]).map(|out| {
+        let _ = cmd::run("ip", &["netns", "pids", &n]).map(|out| {
             for p in out.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
                 stop_pid("leftover", p);
             }
         });
-        if let Err(e) = sh("ip", &["netns", "del", &n]) {
+        if let Err(e) = cmd::run("ip", &["netns", "del", &n]) {
             if Path::new(&format!("/run/netns/{n}")).exists() {
                 return Err(e);
             }
@@ -816,7 +842,7 @@ fn stop_pid(role: &str, pid: u32) {
 pub fn link_bytes(name: &str, l: Link) -> Result<(u64, u64), LabError> {
     let node = ns(name, l.name());
     let read = |dev: &str| -> Result<u64, LabError> {
-        let text = nsexec(
+        let text = cmd::run_in(
             &node,
             "cat",
             &[&format!("/sys/class/net/{dev}/statistics/tx_bytes")],
@@ -902,13 +928,13 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
         }
         LinkAction::Blackhole => {
             if !*blackhole_flag(&mut st, l) {
-                nsexec(&node, "iptables", &["-I", "FORWARD", "-j", "DROP"])?;
+                cmd::run_in(&node, "iptables", &["-I", "FORWARD", "-j", "DROP"])?;
                 *blackhole_flag(&mut st, l) = true;
             }
         }
         LinkAction::Restore => {
             if *blackhole_flag(&mut st, l) {
-                nsexec(&node, "iptables", &["-D", "FORWARD", "-j", "DROP"])?;
+                cmd::run_in(&node, "iptables", &["-D", "FORWARD", "-j", "DROP"])?;
                 *blackhole_flag(&mut st, l) = false;
             }
             ipn(&node, "link set cpe0 up")?;
@@ -1028,16 +1054,10 @@ pub fn node_addr(node: &str) -> Option<IpAddr> {
     }))
 }
 
-/// Sets the running lab CPE's steering mode (`priority`, `aggregate`,
-/// `active-standby`): rewrites the `[steering]` section of its
-/// configuration, sends it SIGHUP and waits (up to 5 s) until its admin
-/// `/status` shows the next configuration generation.
-pub fn set_steering(name: &str, mode: &str) -> Result<(), LabError> {
-    if !["priority", "aggregate", "active-standby"].contains(&mode) {
-        return Err(LabError::Invalid(format!(
-            "{mode:?}: expected priority, aggregate or active-standby"
-        )));
-    }
+/// Sets the running lab CPE's steering mode: rewrites the `[steering]`
+/// section of its configuration, sends it SIGHUP and waits (up to 5 s)
+/// until its admin `/status` shows the next configuration generation.
+pub fn set_steering(name: &str, mode: SteeringMode) -> Result<(), LabError> {
     let st = load_state(name)?;
     let dir = state_dir(name);
     let cfg = dir.join("cpe.toml");

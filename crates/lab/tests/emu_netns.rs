@@ -5,10 +5,7 @@
 //! namespaces `emuA<pid>-<n>` / `emuB<pid>-<n>` joined by a veth pair and removes them
 //! in `Drop`, also on failure. Tests are serialised because they measure timing.
 
-use std::fs::File;
-use std::io::Read;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,12 +43,7 @@ fn run_timeout(args: &[&str], timeout: Duration) -> Output {
 
 /// Runs a command that must succeed.
 fn sh(args: &[&str]) {
-    let out = run_timeout(args, Duration::from_secs(20));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab::cmd::run(args[0], &args[1..]).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A network namespace deleted on drop.
@@ -242,11 +234,7 @@ struct Rtt {
 }
 
 fn join_netns(ns: &str) {
-    let file = File::open(format!("/run/netns/{ns}")).expect("open netns file");
-    // SAFETY: setns(2) only reads the fd, which `file` keeps open for the call; it
-    // switches the network namespace of the calling (dedicated, short-lived) thread only.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+    lab::netns::enter(ns).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Spawns a thread that joins network namespace `ns` and runs `f`.
@@ -423,8 +411,7 @@ fn bulk_tcp(idx: u8, opts: emu::EmuOptions, label: &str) -> f64 {
     .unwrap();
     let port = "5201";
     let _server = ChildGuard(
-        Command::new("ip")
-            .args(["netns", "exec", &pair.b.0, "iperf3", "-s", "-1", "-p", port])
+        lab::cmd::in_ns(&pair.b.0, ["iperf3", "-s", "-1", "-p", port])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -506,9 +493,7 @@ impl Drop for TempDir {
 
 fn tempdir() -> TempDir {
     let mut nonce = [0u8; 8];
-    if let Ok(mut f) = File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut nonce);
-    }
+    getrandom::fill(&mut nonce).expect("random bytes");
     let dir = std::env::temp_dir().join(format!(
         "emu-test-{}-{}",
         std::process::id(),

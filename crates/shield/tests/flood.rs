@@ -66,8 +66,7 @@ fn counter(ns: &Netns, dev: &str, what: &str) -> u64 {
 /// 10.77.5.0/24, from inside the attacker namespace.
 fn flood(ns: String, target: SocketAddr, count: usize, pps: u64) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        lab::netns::enter(&ns).unwrap();
         let mut socks = Vec::new();
         for host in 1..=64u8 {
             let s = socket2::Socket::new(

@@ -2,7 +2,7 @@
 //! alone and through Tandem, on the lab, with progress bars.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -64,10 +64,7 @@ pub(crate) fn fetch(
 ) -> Result<Fetch> {
     let url = format!("http://{}:{ORIGIN_PORT}/bytes/{size}", addr::ORIGIN);
     let mut args = vec![
-        "netns".to_string(),
-        "exec".into(),
-        ns(name, node),
-        "curl".into(),
+        "curl".to_string(),
         "-sS".into(),
         "--fail".into(),
         "--max-time".into(),
@@ -84,8 +81,7 @@ pub(crate) fn fetch(
     args.push(url);
     let before = down_bytes(name);
     let start = Instant::now();
-    let mut child = Command::new("ip")
-        .args(&args)
+    let mut child = lab::cmd::in_ns(&ns(name, node), &args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

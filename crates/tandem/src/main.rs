@@ -321,8 +321,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             params,
             name,
         } => {
-            let l = lab::Link::parse(&link)
-                .with_context(|| format!("{link:?}: expected dsl or lte"))?;
+            let l: lab::Link = link.parse()?;
             let a = match action.as_str() {
                 "cut" => lab::LinkAction::Cut,
                 "blackhole" => lab::LinkAction::Blackhole,
@@ -332,7 +331,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             };
             lab::link(&name, l, &a)?;
         }
-        LabCmd::Steering { mode, name } => lab::topology::set_steering(&name, &mode)?,
+        LabCmd::Steering { mode, name } => lab::topology::set_steering(&name, mode.parse()?)?,
         LabCmd::Exec { node, cmd, name } => {
             if !lab::topology::NODES.contains(&node.as_str()) {
                 bail!(
@@ -340,9 +339,9 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
                     lab::topology::NODES.join(", ")
                 );
             }
-            let status = std::process::Command::new("ip")
-                .args(["netns", "exec", &lab::topology::ns(&name, &node)])
-                .args(&cmd)
+            // Interactive: the command gets this terminal.
+            let status = lab::cmd::in_ns(&lab::topology::ns(&name, &node), &cmd)
+                .stdin(std::process::Stdio::inherit())
                 .status()
                 .context("running ip netns exec")?;
             if !status.success() {
@@ -360,14 +359,8 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             if seconds > 600 || connections > 1_000_000 {
                 bail!("an attack is bounded: at most 600 s and 1,000,000 connections");
             }
-            let path = format!("/run/netns/{}", lab::topology::ns(&name, "atk"));
-            let ns =
-                std::fs::File::open(&path).with_context(|| format!("{path}: is lab {name} up?"))?;
-            nix::sched::setns(
-                std::os::fd::AsFd::as_fd(&ns),
-                nix::sched::CloneFlags::CLONE_NEWNET,
-            )
-            .context("entering the attacker namespace")?;
+            lab::netns::enter(&lab::topology::ns(&name, "atk"))
+                .with_context(|| format!("entering the attacker namespace: is lab {name} up?"))?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

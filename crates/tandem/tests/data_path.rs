@@ -66,24 +66,14 @@ fn download_upload_identical_both_links_and_zero_rtt() {
 
     // (c) capture the SYNs that reach the HAG over the fixed line.
     let pcap = format!("/run/tandem-lab/{}/syn.pcap", lab.name);
-    let mut capture = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("hag"),
-            "tcpdump",
-            "-i",
-            "dsl0",
-            "-U",
-            "-c",
-            "4",
-            "-w",
-            &pcap,
-        ])
-        .args(["tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0 and dst port 5124"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
+    let mut capture = lab::cmd::in_ns(
+        &lab.ns("hag"),
+        ["tcpdump", "-i", "dsl0", "-U", "-c", "4", "-w", &pcap],
+    )
+    .args(["tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0 and dst port 5124"])
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("tcpdump");
     // Start only once tcpdump has its filter in place ("listening on ..."),
     // or the download's SYN may pass before it.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -518,8 +508,7 @@ fn thousand_hostile_headers_while_a_download_runs() {
     lab::require_root();
     let lab = Lab::up("hs", "rural");
     let size = 12_000_000u64;
-    let download = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.ns("home"), "sh", "-c"])
+    let download = lab::cmd::in_ns(&lab.ns("home"), ["sh", "-c"])
         .arg(format!(
             "curl -sS --fail --max-time 120 {ORIGIN}/bytes/{size} | sha256sum"
         ))
@@ -530,14 +519,7 @@ fn thousand_hostile_headers_while_a_download_runs() {
     // at a time; each must get an Error TLV or a close.
     let mut workers = Vec::new();
     for w in 0..20usize {
-        let ns = lab.ns("cpe");
-        workers.push(std::thread::spawn(move || {
-            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-            nix::sched::setns(
-                std::os::fd::AsFd::as_fd(&f),
-                nix::sched::CloneFlags::CLONE_NEWNET,
-            )
-            .unwrap();
+        workers.push(lab.spawn_in_ns("cpe", move || {
             let src = if w % 2 == 0 { "10.64.1.2" } else { "10.64.2.2" };
             let mut answers = Vec::new();
             for k in 0..50usize {

@@ -425,15 +425,8 @@ fn limits_answer_resource_exceeded_with_backoff() {
     let blackhole = "203.0.113.99:80";
     let pending: Vec<_> = (0..2)
         .map(|_| {
-            let l = lab.name.clone();
             let c = atk.clone();
-            std::thread::spawn(move || {
-                let f = std::fs::File::open(format!("/run/netns/{l}-atk")).unwrap();
-                nix::sched::setns(
-                    std::os::fd::AsFd::as_fd(&f),
-                    nix::sched::CloneFlags::CLONE_NEWNET,
-                )
-                .unwrap();
+            lab.spawn_in_ns("atk", move || {
                 let mut s = TcpStream::connect("10.66.0.1:5124").unwrap();
                 let m = Message {
                     tlvs: vec![
@@ -522,8 +515,7 @@ fn limits_answer_resource_exceeded_with_backoff() {
 
 /// Starts a download in the home; returns the child (stdout: sha256).
 fn start_download(lab: &Lab, size: u64) -> std::process::Child {
-    Command::new("ip")
-        .args(["netns", "exec", &lab.ns("home"), "bash", "-c"])
+    lab::cmd::in_ns(&lab.ns("home"), ["bash", "-c"])
         .arg(format!(
             "set -o pipefail; curl -sS --fail --max-time 120 {ORIGIN}/bytes/{size} | sha256sum"
         ))
@@ -721,22 +713,21 @@ fn syn_floods_leave_no_userspace_state() {
     let floods: Vec<_> = [None, Some("120")]
         .iter()
         .map(|data| {
-            let mut args = vec!["netns", "exec"];
-            let ns = lab.ns("atk");
-            let mut cmd = Command::new("ip");
-            args.push(&ns);
-            cmd.args(args).args([
-                "hping3",
-                "-q",
-                "-S",
-                "-p",
-                "5124",
-                "-c",
-                "20000",
-                "-i",
-                "u100",
-                "--rand-source",
-            ]);
+            let mut cmd = lab::cmd::in_ns(
+                &lab.ns("atk"),
+                [
+                    "hping3",
+                    "-q",
+                    "-S",
+                    "-p",
+                    "5124",
+                    "-c",
+                    "20000",
+                    "-i",
+                    "u100",
+                    "--rand-source",
+                ],
+            );
             if let Some(d) = data {
                 cmd.args(["-d", d]);
             }

@@ -401,8 +401,7 @@ impl OwnCpe {
             .append(true)
             .open(lab.file("cpe-own.log"))
             .unwrap();
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &lab.ns("cpe"), "env"])
+        let child = lab::cmd::in_ns(&lab.ns("cpe"), ["env"])
             .arg(format!("TANDEM_TEST_CLOCK_UNIX={clock_unix}"))
             .args([
                 common::TANDEM,
@@ -625,8 +624,7 @@ fn udp_and_dns_leave_on_the_fixed_line_and_fail_over_to_mobile() {
             if ds.load(Ordering::Relaxed) {
                 break;
             }
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &ns, "dig", "+tries=2", "+time=1"])
+            let out = lab::cmd::in_ns(&ns, ["dig", "+tries=2", "+time=1"])
                 .arg(format!("n{i}.example.test"))
                 .output()
                 .unwrap();

@@ -323,8 +323,7 @@ impl Shield {
         let ns = ns.map(str::to_string);
         let thread = std::thread::spawn(move || {
             if let Some(n) = ns {
-                let f = std::fs::File::open(format!("/var/run/netns/{n}")).unwrap();
-                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                lab::netns::enter(&n).unwrap();
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -48,9 +48,7 @@ impl Lab {
 
     /// Runs a command in a node; returns its output (does not assert).
     pub fn exec(&self, node: &str, cmd: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(node)])
-            .args(cmd)
+        lab::cmd::in_ns(&self.ns(node), cmd)
             .output()
             .expect("ip netns exec")
     }
@@ -223,8 +221,7 @@ impl Lab {
 
     /// Starts `tandem ARGS` inside a node (stderr discarded); the caller ends it.
     pub fn spawn_tandem(&self, node: &str, args: &[&str]) -> std::process::Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(node), TANDEM])
+        lab::cmd::in_ns(&self.ns(node), [TANDEM])
             .args(args)
             .stderr(std::process::Stdio::null())
             .spawn()
