@@ -216,7 +216,9 @@ impl Server {
             "CPE ready: diverting LAN TCP"
         );
         let m = metrics.clone();
-        let health = admin::Health::new(true);
+        // Ready once the path manager runs (links probed, budget loaded:
+        // `paths::run`), not ready again while stopping.
+        let health = admin::Health::new(false);
         let admin_task =
             admin::Admin::new(Arc::new(move || m.render()), health.clone()).spawn(admin);
         let config = Arc::new(config);

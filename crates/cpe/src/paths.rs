@@ -792,7 +792,8 @@ impl Paths {
 /// Runs until `stop` turns true; `configs` brings reloaded configurations
 /// (their steering and budget apply at once, `Paths::apply_config`; then
 /// `health` counts the new configuration generation, which the admin
-/// `/status` shows).
+/// `/status` shows). `health` turns ready once the path manager has
+/// started (budget loaded, endpoints and forwarding in place).
 /// Moves `forwarding` (the LAN's UDP and bypassed traffic) to the link that
 /// is up, and hands it back at exit. Endpoints are left in place at exit
 /// (connections keep running while the CPE restarts).
@@ -810,6 +811,7 @@ pub async fn run(
     // every `LOAD_SAMPLE`.
     let check = CHECK.min(config.steering.health.interval);
     let mut paths = Paths::start(config, state, metrics, forwarding).await;
+    health.set_ready(true);
     let mut ticker = tokio::time::interval(check);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

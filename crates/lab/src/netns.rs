@@ -147,6 +147,26 @@ pub fn admin_status(ns: &str, addr: SocketAddr) -> Result<AdminStatus, LabError>
         .map_err(|e| LabError::State(format!("{addr}/status in {ns}: {e}: {body:?}")))
 }
 
+/// Waits up to `timeout` until the daemon whose admin listener is `addr` in
+/// `ns` says it is ready (`/status`); a listener not answering yet counts as
+/// not ready.
+pub fn wait_ready(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<(), LabError> {
+    let until = Instant::now() + timeout;
+    loop {
+        let last = match admin_status(ns, addr) {
+            Ok(s) if s.ready => return Ok(()),
+            Ok(_) => "answers not ready".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= until {
+            return Err(LabError::Timeout(format!(
+                "{addr} in {ns} to be ready (last: {last})"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits up to `timeout` until the daemon's configuration generation is
 /// past `before` (a reload it was sent is in force); returns the new one.
 pub fn wait_reloaded(

@@ -738,7 +738,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         )?;
         st.pids.push(("hag".into(), pid));
         save_state(st)?;
-        crate::netns::wait_port(&n("hag"), HAG_ADMIN, Duration::from_secs(10))?;
+        crate::netns::wait_ready(&n("hag"), HAG_ADMIN, Duration::from_secs(10))?;
         let pid = spawn_bg(
             &o.exe,
             &n("cpe"),
@@ -747,7 +747,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         )?;
         st.pids.push(("cpe".into(), pid));
         save_state(st)?;
-        crate::netns::wait_port(&n("cpe"), CPE_ADMIN, Duration::from_secs(10))?;
+        crate::netns::wait_ready(&n("cpe"), CPE_ADMIN, Duration::from_secs(10))?;
     }
     Ok(())
 }
@@ -1054,29 +1054,29 @@ pub fn node_addr(node: &str) -> Option<IpAddr> {
     }))
 }
 
-/// Sets the running lab CPE's steering mode: rewrites the `[steering]`
-/// section of its configuration, sends it SIGHUP and waits (up to 5 s)
+/// A CPE configuration with `steering.mode` set, in place (toml_edit, as
+/// `tandem hag subscriber add --cpe-config` writes the cookie): the rest of
+/// the file, its comments and the other `[steering]` keys stay as they are.
+fn with_steering_mode(text: &str, mode: SteeringMode) -> Result<String, toml_edit::TomlError> {
+    let mut doc: toml_edit::DocumentMut = text.parse()?;
+    if !doc.contains_table("steering") {
+        doc["steering"] = toml_edit::table();
+    }
+    doc["steering"]["mode"] = toml_edit::value(mode.name());
+    Ok(doc.to_string())
+}
+
+/// Sets the running lab CPE's steering mode: sets `steering.mode` in its
+/// configuration (nothing else changes), sends it SIGHUP and waits (up to 5 s)
 /// until its admin `/status` shows the next configuration generation.
 pub fn set_steering(name: &str, mode: SteeringMode) -> Result<(), LabError> {
     let st = load_state(name)?;
     let dir = state_dir(name);
     let cfg = dir.join("cpe.toml");
     let text = std::fs::read_to_string(&cfg).map_err(LabError::Io)?;
-    // Everything from a previous `[steering]` section to the next section.
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in text.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            skipping = t == "[steering]";
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out.push_str(&format!("[steering]\nmode = \"{mode}\"\n"));
-    std::fs::write(&cfg, out).map_err(LabError::Io)?;
+    let text = with_steering_mode(&text, mode)
+        .map_err(|e| LabError::State(format!("{}: {e}", cfg.display())))?;
+    std::fs::write(&cfg, text).map_err(LabError::Io)?;
     let pid = st
         .pids
         .iter()
@@ -1091,4 +1091,20 @@ pub fn set_steering(name: &str, mode: SteeringMode) -> Result<(), LabError> {
     .map_err(|e| LabError::State(format!("signalling the CPE ({pid}): {e}")))?;
     crate::netns::wait_reloaded(&ns(name, "cpe"), CPE_ADMIN, before, Duration::from_secs(5))
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steering_mode_is_set_in_place() {
+        let text = "# the lab's CPE\nhag = \"x\"\n[steering]\n# kept\noverflow = 0.9\nmode = \"priority\"\n[lte]\ninterface = \"lte0\"\n";
+        let out = with_steering_mode(text, SteeringMode::Aggregate).unwrap();
+        assert_eq!(out, text.replace("\"priority\"", "\"aggregate\""));
+        let out = with_steering_mode("hag = \"x\"\n", SteeringMode::ActiveStandby).unwrap();
+        let v: toml::Value = toml::from_str(&out).unwrap();
+        assert_eq!(v["steering"]["mode"].as_str(), Some("active-standby"));
+        assert!(with_steering_mode("hag = ", SteeringMode::Priority).is_err());
+    }
 }

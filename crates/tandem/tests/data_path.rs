@@ -635,7 +635,7 @@ fn cpe_removes_its_table_on_sigterm_and_after_a_crash() {
     );
     let cfg = format!("/run/tandem-lab/{}/cpe.toml", lab.name);
     let mut cpe = lab.spawn_tandem("cpe", &["cpe", "run", "--config", &cfg]);
-    lab.wait_live("cpe", 9101);
+    lab.wait_ready("cpe");
     assert_eq!(tables().matches("tandem_cpe").count(), 1);
     // The forwarding rules (UDP, bypass) were replaced, not doubled.
     let rules = || lab.ok("cpe", &["ip", "rule"]);
@@ -669,7 +669,7 @@ fn cpe_removes_its_table_on_sigterm_and_after_a_crash() {
     assert!(!rules().contains("lookup 746"), "rules left: {}", rules());
     // A killed CPE's leftovers: `tandem cpe cleanup` removes them all.
     let mut cpe = lab.spawn_tandem("cpe", &["cpe", "run", "--config", &cfg]);
-    lab.wait_live("cpe", 9101);
+    lab.wait_ready("cpe");
     cpe.kill().unwrap();
     cpe.wait().unwrap();
     assert!(tables().contains("tandem_cpe") && rules().contains("lookup 7465"));

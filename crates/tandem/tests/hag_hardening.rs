@@ -605,7 +605,7 @@ fn drain_on_sigterm_and_reload_on_sighup_keep_downloads() {
     )
     .unwrap();
     let mut hag = lab.spawn_tandem("hag", &["hag", "run", "--config", &cfg]);
-    lab.wait_live("hag", 9102);
+    lab.wait_ready("hag");
     let dl = start_download(&lab, 200_000_000);
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();

@@ -413,7 +413,7 @@ impl OwnCpe {
             .stderr(log)
             .spawn()
             .unwrap();
-        lab.wait_live("cpe", 9101);
+        lab.wait_ready("cpe");
         Self(child)
     }
 }
@@ -527,7 +527,7 @@ fn mobile_budget_is_not_overrun_survives_restarts_and_rolls_over() {
         !std::path::Path::new(&format!("/proc/{hag_pid}")).exists()
     }));
     let mut hag = lab.spawn_tandem("hag", &["hag", "run", "--config", &lab.file("hag.toml")]);
-    lab.wait_live("hag", 9102);
+    lab.wait_ready("hag");
     assert_eq!(
         hag_usage(&lab, "lte"),
         hag_lte,

@@ -228,6 +228,13 @@ impl Lab {
             .expect("spawn tandem in the lab")
     }
 
+    /// Waits until the HAG (`hag`) or the CPE (`cpe`) says it is ready on
+    /// its admin `/status` (the CPE: once its path manager runs).
+    pub fn wait_ready(&self, node: &str) {
+        lab::netns::wait_ready(&self.ns(node), admin_addr(node), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{node} did not become ready: {e}"));
+    }
+
     /// Waits until an admin listener in a node answers `/live`.
     pub fn wait_live(&self, node: &str, port: u16) {
         let url = format!("http://127.0.0.1:{port}/live");
