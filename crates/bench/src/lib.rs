@@ -197,15 +197,6 @@ impl Drop for LabGuard {
     }
 }
 
-/// Removes the scratch directory when dropped.
-struct TmpDir(PathBuf);
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Per-run raw figures, keyed by contender id.
 type PerRun = HashMap<String, Vec<Option<f64>>>;
 
@@ -274,9 +265,13 @@ pub fn run(opts: BenchOptions) -> Result<Outcome, BenchError> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| BenchError::io(format!("creating {}", opts.out_dir.display()), e))?;
-    let tmp = TmpDir(std::env::temp_dir().join(format!("tandem-bench-{}", std::process::id())));
-    std::fs::create_dir_all(&tmp.0)
-        .map_err(|e| BenchError::io(format!("creating {}", tmp.0.display()), e))?;
+    // Scratch files (upload bodies, the servers' configurations), removed
+    // at the end whatever happens.
+    let tmp = tempfile::Builder::new()
+        .prefix("tandem-bench-")
+        .tempdir()
+        .map_err(|e| BenchError::io("creating a temporary directory", e))?;
+    let scratch = tmp.path().to_path_buf();
 
     let c = contenders.len();
     let dsl_users = contenders.iter().filter(|x| x.uses_dsl()).count();
@@ -303,63 +298,11 @@ pub fn run(opts: BenchOptions) -> Result<Outcome, BenchError> {
         exe: opts.exe.clone(),
     })?;
     let lab_guard = LabGuard(opts.lab_name.clone());
-    let servers = servers::Servers::start(&opts.lab_name, &contenders, &tmp.0, &opts.exe)?;
-    let mut ctx = Ctx::new(&opts.lab_name, profile, &plan, progress, tmp.0.clone());
-    let mut r = Results {
-        schema: report::SCHEMA,
-        date: String::new(),
-        started_utc: String::new(),
-        duration_secs: 0.0,
-        profile: opts.profile.clone(),
-        links: profile,
-        quick: opts.quick,
-        command: opts.command.clone(),
-        machine: machine(&opts.out_dir),
-        plan: plan.clone(),
-        contenders: contenders
-            .iter()
-            .map(|c| ContenderInfo {
-                id: c.id.clone(),
-                label: c.label.clone(),
-                how: c.description(),
-            })
-            .collect(),
-        bulk: Vec::new(),
-        ttfb: Vec::new(),
-        web: Vec::new(),
-        latency: Vec::new(),
-        failover: Vec::new(),
-        relay_cost: None,
-        targets: Vec::new(),
-        series: Vec::new(),
-        errors: Vec::new(),
-    };
+    let servers = servers::Servers::start(&opts.lab_name, &contenders, &scratch, &opts.exe)?;
+    let mut ctx = Ctx::new(&opts.lab_name, profile, &plan, progress, scratch.clone());
+    let mut r = Results::new(&opts, profile, &plan, &contenders);
 
-    // Warm-up: every contender answers once (ARP, TFO cookies, the
-    // proxies' first connection), and a dead one is known before the
-    // figures.
-    ctx.progress.step("warm-up: one request per contender");
-    let mut dead = Vec::new();
-    for c in &contenders {
-        if let Err(e) = measure::warmup(&mut ctx, c) {
-            dead.push(c.id.clone());
-            ctx.errors.push(format!("{} does not work: {e}", c.id));
-        }
-    }
-    ctx.progress.finish(
-        if dead.is_empty() {
-            "all answered".into()
-        } else {
-            format!("NOT WORKING: {}", dead.join(", "))
-        }
-        .as_str(),
-    );
-    let live: Vec<Contender> = contenders
-        .iter()
-        .filter(|c| !dead.contains(&c.id))
-        .cloned()
-        .collect();
-
+    let live = warm_up(&mut ctx, &contenders);
     scenario_ttfb(&mut ctx, &live, &mut r);
     scenario_bulk(&mut ctx, &live, &mut r);
     scenario_web(&mut ctx, &live, &mut r);
@@ -373,16 +316,8 @@ pub fn run(opts: BenchOptions) -> Result<Outcome, BenchError> {
         ..
     } = ctx;
     if !opts.skip_relay {
-        let rp = relaycost::RelayPlan {
-            runs: plan.runs,
-            flows: plan.relay_flows,
-            seconds: plan.relay_secs,
-            idle_connections: plan.idle_connections,
-        };
-        match relaycost::run(&opts.exe, &tmp.0, &rp, &mut progress, &mut errors) {
-            Ok(rc) => {
-                r.relay_cost = Some(rc);
-            }
+        match relay_cost(&opts, &plan, &scratch, &mut progress, &mut errors) {
+            Ok(rc) => r.relay_cost = Some(rc),
             Err(e) => errors.push(format!("relay cost: {e}")),
         }
     }
@@ -395,11 +330,104 @@ pub fn run(opts: BenchOptions) -> Result<Outcome, BenchError> {
     r.duration_secs = t0.elapsed().as_secs_f64();
     r.compute_targets();
 
+    let files = write_reports(&r, &opts)?;
+    Ok(Outcome { results: r, files })
+}
+
+impl Results {
+    /// The results of a run about to start: what runs, where, how; the
+    /// figures come as the scenarios end.
+    fn new(
+        opts: &BenchOptions,
+        profile: lab::profile::Profile,
+        plan: &Plan,
+        contenders: &[Contender],
+    ) -> Self {
+        Self {
+            schema: report::SCHEMA,
+            date: String::new(),
+            started_utc: String::new(),
+            duration_secs: 0.0,
+            profile: opts.profile.clone(),
+            links: profile,
+            quick: opts.quick,
+            command: opts.command.clone(),
+            machine: machine(&opts.out_dir),
+            plan: plan.clone(),
+            contenders: contenders
+                .iter()
+                .map(|c| ContenderInfo {
+                    id: c.id.clone(),
+                    label: c.label.clone(),
+                    how: c.description(),
+                })
+                .collect(),
+            bulk: Vec::new(),
+            ttfb: Vec::new(),
+            web: Vec::new(),
+            latency: Vec::new(),
+            failover: Vec::new(),
+            relay_cost: None,
+            targets: Vec::new(),
+            series: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Warm-up: every contender answers once (ARP, TFO cookies, the proxies'
+/// first connection), so a dead one is known before the figures; returns
+/// those that answered.
+fn warm_up(ctx: &mut Ctx<'_>, contenders: &[Contender]) -> Vec<Contender> {
+    ctx.progress.step("warm-up: one request per contender");
+    let mut dead = Vec::new();
+    for c in contenders {
+        if let Err(e) = measure::warmup(ctx, c) {
+            dead.push(c.id.clone());
+            ctx.errors.push(format!("{} does not work: {e}", c.id));
+        }
+    }
+    ctx.progress.finish(
+        if dead.is_empty() {
+            "all answered".into()
+        } else {
+            format!("NOT WORKING: {}", dead.join(", "))
+        }
+        .as_str(),
+    );
+    contenders
+        .iter()
+        .filter(|c| !dead.contains(&c.id))
+        .cloned()
+        .collect()
+}
+
+/// The relays' cost on loopback (no emulated link): throughput and CPU of
+/// the HAG and haproxy.
+fn relay_cost(
+    opts: &BenchOptions,
+    plan: &Plan,
+    scratch: &Path,
+    progress: &mut Progress,
+    errors: &mut Vec<String>,
+) -> Result<RelayCost, BenchError> {
+    let rp = relaycost::RelayPlan {
+        runs: plan.runs,
+        flows: plan.relay_flows,
+        seconds: plan.relay_secs,
+        idle_connections: plan.idle_connections,
+    };
+    relaycost::run(&opts.exe, scratch, &rp, progress, errors)
+}
+
+/// Writes the JSON, the markdown report and the charts (and the README's
+/// table after a full run); returns the files written.
+fn write_reports(r: &Results, opts: &BenchOptions) -> Result<Vec<PathBuf>, BenchError> {
     let stem = format!("{}-{}", r.date, r.profile);
     let mut files = Vec::new();
-    let charts = report::write_charts(&r, &opts.out_dir, &stem)?;
+    let charts = report::write_charts(r, &opts.out_dir, &stem)?;
     let json = opts.out_dir.join(format!("{stem}.json"));
-    let text = serde_json::to_string_pretty(&r)
+    let text = serde_json::to_string_pretty(r)
         .map_err(|e| BenchError::Invalid(format!("serialising the results: {e}")))?;
     std::fs::write(&json, text + "\n")
         .map_err(|e| BenchError::io(format!("writing {}", json.display()), e))?;
@@ -415,7 +443,7 @@ pub fn run(opts: BenchOptions) -> Result<Outcome, BenchError> {
             files.push(readme.clone());
         }
     }
-    Ok(Outcome { results: r, files })
+    Ok(files)
 }
 
 fn scenario_ttfb(ctx: &mut Ctx<'_>, cs: &[Contender], r: &mut Results) {

@@ -349,11 +349,33 @@ pub struct UpOptions {
 }
 
 fn build(o: &UpOptions) -> Result<State, LabError> {
-    let n = |node: &str| ns(&o.name, node);
     for node in NODES {
-        cmd::run("ip", &["netns", "add", &n(node)])?;
-        ipn(&n(node), "link set lo up")?;
+        let node = ns(&o.name, node);
+        cmd::run("ip", &["netns", "add", &node])?;
+        ipn(&node, "link set lo up")?;
     }
+    wire(&o.name)?;
+    kernel_settings(&o.name)?;
+    routes(&o.name)?;
+    for l in Link::ALL {
+        access_link(&o.name, l, o.profile_link(l))?;
+    }
+    Ok(State {
+        name: o.name.clone(),
+        profile: o.profile_name.clone(),
+        dsl: o.profile.dsl,
+        lte: o.profile.lte,
+        dsl_cut: false,
+        lte_cut: false,
+        dsl_blackhole: false,
+        lte_blackhole: false,
+        pids: Vec::new(),
+    })
+}
+
+/// The veth pairs between the nodes and their addresses.
+fn wire(name: &str) -> Result<(), LabError> {
+    let n = |node: &str| ns(name, node);
     // (ns A, dev A, ns B, dev B)
     let veths = [
         ("home", "eth0", "cpe", "lan0"),
@@ -411,6 +433,13 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
     for (node, dev, ip, plen) in addrs {
         ipn(&n(node), &format!("addr add {ip}/{plen} dev {dev}"))?;
     }
+    Ok(())
+}
+
+/// Every node's sysctls: no reverse-path filter, no IPv6, MPTCP on;
+/// forwarding on the routers.
+fn kernel_settings(name: &str) -> Result<(), LabError> {
+    let n = |node: &str| ns(name, node);
     for node in NODES {
         sysctl(&n(node), "net.ipv4.conf.all.rp_filter", "0")?;
         sysctl(&n(node), "net.ipv4.conf.default.rp_filter", "0")?;
@@ -420,6 +449,12 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
     for node in ["cpe", "dsl", "lte", "hag"] {
         sysctl(&n(node), "net.ipv4.ip_forward", "1")?;
     }
+    Ok(())
+}
+
+/// Every node's routes and the CPE's per-link tables and rules.
+fn routes(name: &str) -> Result<(), LabError> {
+    let n = |node: &str| ns(name, node);
     // Routes; end hosts' routes carry `congctl cubic` (see module docs).
     let cc = "congctl cubic";
     let routes = [
@@ -516,61 +551,53 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
     for (node, r) in routes {
         ipn(&n(node), &r)?;
     }
-    // Access links: no segmentation offloads (htb would send 64 KB bursts),
-    // shaping in both directions, delay queues where packets arrive.
-    for l in Link::ALL {
-        let node = n(l.name());
-        for (peer, dev) in [
-            (n("cpe"), format!("{}0", l.name())),
-            (n("hag"), format!("{}0", l.name())),
-        ] {
-            cmd::run_in(
-                &peer,
-                "ethtool",
-                &["-K", &dev, "tso", "off", "gso", "off", "gro", "off"],
-            )?;
-        }
-        for dev in ["cpe0", "core0"] {
-            cmd::run_in(
-                &node,
-                "ethtool",
-                &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
-            )?;
-        }
-        let shape = o.profile_link(l);
-        shape_dev(&node, "cpe0", shape.down_kbit)?;
-        shape_dev(&node, "core0", shape.up_kbit)?;
-        for (dev, q) in [("cpe0", "1"), ("core0", "2")] {
-            cmd::run_in(
-                &node,
-                "iptables",
-                &[
-                    "-t",
-                    "mangle",
-                    "-A",
-                    "PREROUTING",
-                    "-i",
-                    dev,
-                    "-j",
-                    "NFQUEUE",
-                    "--queue-num",
-                    q,
-                    "--queue-bypass",
-                ],
-            )?;
-        }
+    Ok(())
+}
+
+/// One access link: no segmentation offloads (htb would send 64 KB
+/// bursts), shaping in both directions, delay queues where packets arrive.
+fn access_link(name: &str, l: Link, shape: LinkShape) -> Result<(), LabError> {
+    let n = |node: &str| ns(name, node);
+    let node = n(l.name());
+    for (peer, dev) in [
+        (n("cpe"), format!("{}0", l.name())),
+        (n("hag"), format!("{}0", l.name())),
+    ] {
+        cmd::run_in(
+            &peer,
+            "ethtool",
+            &["-K", &dev, "tso", "off", "gso", "off", "gro", "off"],
+        )?;
     }
-    Ok(State {
-        name: o.name.clone(),
-        profile: o.profile_name.clone(),
-        dsl: o.profile.dsl,
-        lte: o.profile.lte,
-        dsl_cut: false,
-        lte_cut: false,
-        dsl_blackhole: false,
-        lte_blackhole: false,
-        pids: Vec::new(),
-    })
+    for dev in ["cpe0", "core0"] {
+        cmd::run_in(
+            &node,
+            "ethtool",
+            &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
+        )?;
+    }
+    shape_dev(&node, "cpe0", shape.down_kbit)?;
+    shape_dev(&node, "core0", shape.up_kbit)?;
+    for (dev, q) in [("cpe0", "1"), ("core0", "2")] {
+        cmd::run_in(
+            &node,
+            "iptables",
+            &[
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-i",
+                dev,
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                q,
+                "--queue-bypass",
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 impl UpOptions {
