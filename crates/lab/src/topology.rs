@@ -578,26 +578,35 @@ fn access_link(name: &str, l: Link, shape: LinkShape) -> Result<(), LabError> {
     }
     shape_dev(&node, "cpe0", shape.down_kbit)?;
     shape_dev(&node, "core0", shape.up_kbit)?;
-    for (dev, q) in [("cpe0", "1"), ("core0", "2")] {
-        cmd::run_in(
-            &node,
-            "iptables",
-            &[
-                "-t",
-                "mangle",
-                "-A",
-                "PREROUTING",
-                "-i",
-                dev,
-                "-j",
-                "NFQUEUE",
-                "--queue-num",
-                q,
-                "--queue-bypass",
-            ],
-        )?;
+    for (dev, q) in [("cpe0", 1), ("core0", 2)] {
+        queue_arrivals(&node, dev, q)?;
     }
     Ok(())
+}
+
+/// Sends the packets arriving on `dev` in namespace `ns` to NFQUEUE
+/// `queue`, where the emulator ([`crate::emu`]) delays or drops them; they
+/// pass untouched while no emulator listens (`--queue-bypass`).
+pub fn queue_arrivals(ns: &str, dev: &str, queue: u16) -> Result<(), LabError> {
+    let q = queue.to_string();
+    cmd::run_in(
+        ns,
+        "iptables",
+        &[
+            "-t",
+            "mangle",
+            "-A",
+            "PREROUTING",
+            "-i",
+            dev,
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &q,
+            "--queue-bypass",
+        ],
+    )
+    .map(drop)
 }
 
 impl UpOptions {

@@ -112,25 +112,7 @@ impl Pair {
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        let q = queue.to_string();
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &b.0,
-            "iptables",
-            "-t",
-            "mangle",
-            "-A",
-            "PREROUTING",
-            "-i",
-            &vb,
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            &q,
-            "--queue-bypass",
-        ]);
+        lab::topology::queue_arrivals(&b.0, &vb, queue).unwrap_or_else(|e| panic!("{e}"));
         Self { a, b, b_ip, queue }
     }
 
