@@ -142,9 +142,17 @@ fn ipn(ns: &str, args: &str) -> Result<String, LabError> {
     cmd::run("ip", &v)
 }
 
+/// Sets a sysctl of namespace `ns` (`net.ipv4.ip_forward`): written from a
+/// thread inside it, since `/proc/sys/net` shows the opening thread's
+/// namespace; no shell, no command.
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
     let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    cmd::run_in(ns, "sh", &["-c", &format!("echo {value} > {path}")]).map(|_| ())
+    let v = value.to_owned();
+    let p = path.clone();
+    crate::netns::run_in(ns, move || std::fs::write(&p, v))?.map_err(|e| LabError::Command {
+        cmd: format!("sysctl {key}={value} in {ns}"),
+        msg: format!("{path}: {e}"),
+    })
 }
 
 /// Names of the namespaces that exist for this lab.
