@@ -174,7 +174,8 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// The admin listener's address (`/metrics`, `/live`, `/ready`).
+    /// The admin listener's address (`/metrics`, `/live`, `/ready`,
+    /// `/status`).
     pub fn admin_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.admin.local_addr()
     }

@@ -27,7 +27,7 @@
 //! accept loop and one connection's life, step by step), [`usage`] (the
 //! billing writer thread), `watch` (follows the registry file), `probe`
 //! (the path-probe echo); the admin listener (`/metrics`, `/live`,
-//! `/ready`) is `relay::admin`.
+//! `/ready`, `/status`) is the shared `admin` crate's.
 #![forbid(unsafe_code)]
 
 pub mod config;
