@@ -69,23 +69,22 @@ impl Health {
     /// Readiness set by the daemon ([`Health::set_ready`]), starting at
     /// `ready`; configuration generation 1.
     pub fn new(ready: bool) -> Arc<Self> {
-        Arc::new(Self {
-            ready: AtomicBool::new(ready),
-            generation: AtomicU64::new(1),
-            check: None,
-            started: Instant::now(),
-        })
+        Arc::new(Self::with(ready, None))
     }
 
     /// Ready while the flag is set and `check` holds (asked on each
     /// request: e.g. "every list loaded").
     pub fn with_check(check: impl Fn() -> bool + Send + Sync + 'static) -> Arc<Self> {
-        Arc::new(Self {
-            ready: AtomicBool::new(true),
+        Arc::new(Self::with(true, Some(Box::new(check))))
+    }
+
+    fn with(ready: bool, check: Option<Box<dyn Fn() -> bool + Send + Sync>>) -> Self {
+        Self {
+            ready: AtomicBool::new(ready),
             generation: AtomicU64::new(1),
-            check: Some(Box::new(check)),
+            check,
             started: Instant::now(),
-        })
+        }
     }
 
     /// Sets whether the daemon takes new work.
@@ -177,8 +176,7 @@ impl Admin {
         self
     }
 
-    /// The routes, for a daemon that serves them itself.
-    pub fn router(&self) -> Router {
+    fn router(&self) -> Router {
         Router::new()
             .route("/metrics", get(metrics))
             .route("/live", get(|| async { "live\n" }))

@@ -12,8 +12,7 @@ use tokio::net::TcpStream;
 struct Running {
     addr: std::net::SocketAddr,
     health: Arc<Health>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    listener: admin::Running,
 }
 
 impl Running {
@@ -21,22 +20,26 @@ impl Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let health = Health::new(true);
-        let admin =
-            Admin::new(Arc::new(|| "# EOF\n".to_owned()), health.clone()).with_limits(limits);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(admin.serve(listener, async move {
-            let _ = rx.await;
-        }));
+        let listener = Admin::new(Arc::new(|| "# EOF\n".to_owned()), health.clone())
+            .with_limits(limits)
+            .spawn(listener);
         Self {
             addr,
             health,
-            stop: Some(tx),
-            task,
+            listener,
         }
     }
 
     /// One request; the status code and the body.
     async fn get(&self, path: &str) -> (u16, String) {
+        self.try_get(path)
+            .await
+            .unwrap_or_else(|out| panic!("no answer to {path}: {out:?}"))
+    }
+
+    /// One request; the status code and the body, or what came instead of
+    /// an answer within 5 s.
+    async fn try_get(&self, path: &str) -> Result<(u16, String), String> {
         let mut s = TcpStream::connect(self.addr).await.unwrap();
         s.write_all(
             format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -44,28 +47,25 @@ impl Running {
         .await
         .unwrap();
         let mut out = String::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-            .await
-            .expect("answer within 5 s")
-            .unwrap();
-        let code = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {out:?}"));
+        match tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("{e} after {out:?}")),
+            Err(_) => return Err(format!("no end within 5 s after {out:?}")),
+        }
+        let Some(code) = out.split(' ').nth(1).and_then(|c| c.parse().ok()) else {
+            return Err(out);
+        };
         let body = out
             .split_once("\r\n\r\n")
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
-        (code, body)
+        Ok((code, body))
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(5), self.task)
+    async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(5), self.listener.stop())
             .await
-            .expect("listener stops on shutdown")
-            .unwrap();
+            .expect("listener stops on shutdown");
     }
 }
 
@@ -155,13 +155,7 @@ async fn connections_over_the_limit_are_closed_and_the_limit_frees_up() {
     // Slots are given back as the held connections end.
     let t0 = Instant::now();
     loop {
-        let mut s = TcpStream::connect(r.addr).await.unwrap();
-        s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await;
-        if out.starts_with("HTTP/1.1 200") {
+        if r.try_get("/live").await.is_ok_and(|(code, _)| code == 200) {
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(5), "slots never freed");

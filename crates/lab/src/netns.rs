@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::LabError;
 
@@ -64,15 +64,17 @@ pub fn port_open(ns: &str, addr: SocketAddr) -> Result<bool, LabError> {
 /// Waits up to `timeout` until something accepts TCP connections on `addr`
 /// in `ns`.
 pub fn wait_port(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<(), LabError> {
-    let until = Instant::now() + timeout;
-    loop {
-        if port_open(ns, addr)? {
-            return Ok(());
-        }
-        if Instant::now() >= until {
-            return Err(LabError::Timeout(format!("{addr} in {ns}")));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let mut failed = None;
+    let open = crate::wait::until(timeout, || {
+        port_open(ns, addr).unwrap_or_else(|e| {
+            failed = Some(e);
+            true
+        })
+    });
+    match failed {
+        Some(e) => Err(e),
+        None if open => Ok(()),
+        None => Err(LabError::Timeout(format!("{addr} in {ns}"))),
     }
 }
 
@@ -151,19 +153,24 @@ pub fn admin_status(ns: &str, addr: SocketAddr) -> Result<AdminStatus, LabError>
 /// `ns` says it is ready (`/status`); a listener not answering yet counts as
 /// not ready.
 pub fn wait_ready(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<(), LabError> {
-    let until = Instant::now() + timeout;
-    loop {
-        let last = match admin_status(ns, addr) {
-            Ok(s) if s.ready => return Ok(()),
-            Ok(_) => "answers not ready".to_owned(),
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() >= until {
-            return Err(LabError::Timeout(format!(
-                "{addr} in {ns} to be ready (last: {last})"
-            )));
+    let mut last = String::new();
+    let ready = crate::wait::until(timeout, || match admin_status(ns, addr) {
+        Ok(s) if s.ready => true,
+        Ok(_) => {
+            last = "answers not ready".to_owned();
+            false
         }
-        std::thread::sleep(Duration::from_millis(50));
+        Err(e) => {
+            last = e.to_string();
+            false
+        }
+    });
+    if ready {
+        Ok(())
+    } else {
+        Err(LabError::Timeout(format!(
+            "{addr} in {ns} to be ready (last: {last})"
+        )))
     }
 }
 
@@ -175,17 +182,22 @@ pub fn wait_reloaded(
     before: u64,
     timeout: Duration,
 ) -> Result<u64, LabError> {
-    let until = Instant::now() + timeout;
-    loop {
-        let g = admin_status(ns, addr)?.config_generation;
-        if g > before {
-            return Ok(g);
+    let (mut g, mut failed) = (before, None);
+    let moved = crate::wait::until(timeout, || match admin_status(ns, addr) {
+        Ok(s) => {
+            g = s.config_generation;
+            g > before
         }
-        if Instant::now() >= until {
-            return Err(LabError::Timeout(format!(
-                "the reload of {addr} in {ns} (configuration generation still {g})"
-            )));
+        Err(e) => {
+            failed = Some(e);
+            true
         }
-        std::thread::sleep(Duration::from_millis(50));
+    });
+    match failed {
+        Some(e) => Err(e),
+        None if moved => Ok(g),
+        None => Err(LabError::Timeout(format!(
+            "the reload of {addr} in {ns} (configuration generation still {g})"
+        ))),
     }
 }

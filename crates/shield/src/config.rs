@@ -290,7 +290,7 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// Clients allowed to resolve; everybody else gets REFUSED.
     pub subscriber_prefixes: Vec<IpNet>,
-    /// Admin listener: `/metrics`, `/live`, `/ready`.
+    /// Admin listener: `/metrics`, `/live`, `/ready`, `/status`.
     pub admin_listen: SocketAddr,
     /// UDP sockets per listen address (SO_REUSEPORT), each served by a task.
     pub udp_workers: usize,
@@ -469,6 +469,18 @@ fn lists(t: &Text<'_>, raw: Vec<RawList>) -> Result<Vec<ListConfig>, ConfigError
     Ok(lists)
 }
 
+/// The first list that takes a name the reports use: its index and the
+/// name. Checked with the configuration, and again by `Server::bind` for a
+/// configuration built in code.
+pub(crate) fn reserved_list(lists: &[ListConfig]) -> Option<(usize, &'static str)> {
+    lists.iter().enumerate().find_map(|(i, l)| {
+        [crate::REPORTS_BLOCK_LIST, crate::REPORTS_ALLOW_LIST]
+            .into_iter()
+            .find(|r| l.name == *r)
+            .map(|r| (i, r))
+    })
+}
+
 /// The citizen reports, if configured (their list names are reserved).
 fn reports(
     t: &Text<'_>,
@@ -485,14 +497,10 @@ fn reports(
             if r.action == Action::Passthru {
                 return invalid("reports.action", "cannot be passthru".into());
             }
-            let reserved = [crate::REPORTS_BLOCK_LIST, crate::REPORTS_ALLOW_LIST];
-            if let Some(i) = lists
-                .iter()
-                .position(|l| reserved.contains(&l.name.as_str()))
-            {
+            if let Some((i, name)) = reserved_list(lists) {
                 return invalid(
                     &format!("lists[{i}].name"),
-                    format!("{:?} is reserved for the reports", lists[i].name),
+                    format!("{name:?} is reserved for the reports"),
                 );
             }
             Some(ReportsConfig {

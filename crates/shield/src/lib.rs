@@ -118,10 +118,8 @@ impl Server {
             .map(|l| (Arc::from(l.name.as_str()), l.allow, l.ede))
             .collect();
         if config.reports.is_some() {
-            for reserved in [REPORTS_BLOCK_LIST, REPORTS_ALLOW_LIST] {
-                if names.iter().any(|n| &*n.0 == reserved) {
-                    return Err(Error::ReservedListName(reserved));
-                }
+            if let Some((_, reserved)) = config::reserved_list(&config.lists) {
+                return Err(Error::ReservedListName(reserved));
             }
             names.push((REPORTS_BLOCK_LIST.into(), false, config::EdeKind::Blocked));
             names.push((REPORTS_ALLOW_LIST.into(), true, config::EdeKind::Blocked));
