@@ -25,6 +25,7 @@ pub mod contender;
 mod exec;
 mod measure;
 pub mod meter;
+pub mod opscampaign;
 mod relaycost;
 pub mod report;
 mod servers;

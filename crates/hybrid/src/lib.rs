@@ -1,6 +1,7 @@
 //! The vocabulary every part of Tandem shares, as types: the two access
 //! links ([`Link`]), a per-link pair of values ([`PerLink`]), the direction
-//! of traffic ([`Direction`]) and the steering mode ([`SteeringMode`]).
+//! of traffic ([`Direction`]), the steering mode ([`SteeringMode`]), and
+//! where a fault is and whom to send ([`Location`], [`Dispatch`]).
 //!
 //! Each type has one spelling in configurations, metric labels, logs and the
 //! lab's CLI (`name()`, `Display`, `FromStr`, serde), so a part never passes
@@ -246,6 +247,102 @@ named!(
     SteeringMode,
     "steering mode",
     "priority, aggregate or active-standby"
+);
+
+/// Where a home's fault is, as ops diagnoses it and the lab injects it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Location {
+    /// In the home: the gateway, in-home wiring, a missing microfilter.
+    Home,
+    /// The home's copper pair between the house and the street cabinet.
+    Line,
+    /// Street equipment serving many lines: one job for all of them.
+    Cabinet,
+    /// The cell serving the home: mobile operations, no truck.
+    Mobile,
+    /// The HAG or upstream of it: the NOC, no truck.
+    Core,
+    /// Something the customer can fix (power off, cable unplugged).
+    Customer,
+    /// No fault found.
+    None,
+}
+
+impl Location {
+    /// Every location, in the order of the confusion matrix.
+    pub const ALL: [Self; 7] = [
+        Self::Home,
+        Self::Line,
+        Self::Cabinet,
+        Self::Mobile,
+        Self::Core,
+        Self::Customer,
+        Self::None,
+    ];
+
+    /// The name in the API, the lab's CLI and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Home => "home",
+            Self::Line => "line",
+            Self::Cabinet => "cabinet",
+            Self::Mobile => "mobile",
+            Self::Core => "core",
+            Self::Customer => "customer",
+            Self::None => "none",
+        }
+    }
+
+    /// Whom to send for a fault here.
+    pub fn dispatch(self) -> Dispatch {
+        match self {
+            Self::Home => Dispatch::HomeTechnician,
+            Self::Line | Self::Cabinet => Dispatch::OutsidePlant,
+            Self::Mobile | Self::Core | Self::Customer | Self::None => Dispatch::Nobody,
+        }
+    }
+}
+
+named!(
+    Location,
+    "fault location",
+    "home, line, cabinet, mobile, core, customer or none"
+);
+
+/// Whom the operator sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dispatch {
+    /// A technician into the home.
+    HomeTechnician,
+    /// An outside-plant technician (the street: pair, cabinet).
+    OutsidePlant,
+    /// No truck: the customer, mobile operations or the NOC handle it.
+    Nobody,
+}
+
+impl Dispatch {
+    /// Every choice.
+    pub const ALL: [Self; 3] = [Self::HomeTechnician, Self::OutsidePlant, Self::Nobody];
+
+    /// The name in the API and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HomeTechnician => "home-technician",
+            Self::OutsidePlant => "outside-plant",
+            Self::Nobody => "nobody",
+        }
+    }
+
+    /// Whether a truck goes out.
+    pub fn is_truck(self) -> bool {
+        self != Self::Nobody
+    }
+}
+
+named!(
+    Dispatch,
+    "dispatch",
+    "home-technician, outside-plant or nobody"
 );
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod bench_cmd;
 mod demo;
 mod hag_cmd;
+mod ops_cmd;
 mod shield_cmd;
 
 use std::path::PathBuf;
@@ -38,6 +39,11 @@ enum Cmd {
     Shield {
         #[command(subcommand)]
         cmd: shield_cmd::ShieldCmd,
+    },
+    /// The operator service: diagnosis replay and benchmark.
+    Ops {
+        #[command(subcommand)]
+        cmd: ops_cmd::OpsCmd,
     },
     /// The virtual network lab (namespaces, emulated links).
     Lab {
@@ -428,6 +434,7 @@ fn main() -> ExitCode {
         },
         Cmd::Lab { cmd } => lab_cmd(cmd),
         Cmd::Shield { cmd } => shield_cmd::run(cmd),
+        Cmd::Ops { cmd } => ops_cmd::run(cmd),
         Cmd::Demo {
             profile,
             name,

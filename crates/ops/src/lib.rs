@@ -1,0 +1,24 @@
+//! `tandem ops`: the operator's service. It takes telemetry from every CPE
+//! and HAG, keeps each home's recent history, and answers where a home's
+//! fault is (home, line, cabinet, mobile, core, customer), whom to send,
+//! and why, with the evidence in words and numbers.
+//!
+//! - [`inventory`]: which cabinet, line card and cell serve each home (CSV).
+//! - [`history`]: what is kept per home (bounded minute buckets, its healthy
+//!   reference).
+//! - [`features`]: the figures read off a home's history at a moment.
+//! - [`engine`]: Tandem's diagnosis (correlation, history, both links,
+//!   silence) and [`baseline`], the classic per-line DLM rules it is judged
+//!   against.
+//! - [`replay`]: the same engine on a JSON-lines file of reports.
+#![forbid(unsafe_code)]
+
+pub mod baseline;
+pub mod engine;
+pub mod features;
+pub mod history;
+pub mod inventory;
+pub mod replay;
+
+pub use engine::{Diagnosis, Engine, Group, Settings};
+pub use inventory::Inventory;

@@ -1,0 +1,550 @@
+//! Each rule of the diagnosis (and of the baseline) on hand-made telemetry:
+//! a small street of homes reports for an hour, then one thing goes wrong.
+
+use hybrid::{Link, Location};
+use ops::inventory::{Inventory, Row};
+use ops::{baseline, Engine, Settings};
+use telemetry::{
+    Channel, ChannelStats, ChannelStatsTotal, DslLine, Event, HagReport, Lan, LineStats,
+    LineStatsTotal, LineStatus, LinkReport, LinkStatus, Radio, Report, SCHEMA,
+};
+
+const T0: u64 = 1_764_547_200_000;
+const PERIOD: u64 = 10_000;
+
+/// One home's state, as its CPE would report it.
+#[derive(Clone)]
+struct Cpe {
+    name: String,
+    seq: u64,
+    boot: String,
+    uptime: u64,
+    ds_margin: f64,
+    us_margin: f64,
+    atn: f64,
+    rate: u32,
+    showtime: bool,
+    no_signal: bool,
+    crc: u64,
+    es: u64,
+    lte_up: bool,
+    registered: bool,
+    lte_rtt: f64,
+    lte_loss: f64,
+    dsl_probe: bool,
+    lan: bool,
+    events: Vec<Event>,
+}
+
+impl Cpe {
+    fn new(i: usize) -> Self {
+        Self {
+            name: format!("h{i}"),
+            seq: 0,
+            boot: format!("boot{i}"),
+            uptime: 100_000,
+            ds_margin: 6.5,
+            us_margin: 7.0,
+            atn: 30.0 + i as f64,
+            rate: 12_000,
+            showtime: true,
+            no_signal: false,
+            crc: 0,
+            es: 0,
+            lte_up: true,
+            registered: true,
+            lte_rtt: 45.0,
+            lte_loss: 0.0,
+            dsl_probe: true,
+            lan: true,
+            events: Vec::new(),
+        }
+    }
+
+    fn report(&mut self, t: u64) -> Report {
+        self.seq += 1;
+        self.uptime += PERIOD / 1000;
+        let via = if self.showtime && self.dsl_probe {
+            Link::Dsl
+        } else {
+            Link::Lte
+        };
+        Report {
+            schema: SCHEMA,
+            subscriber: self.name.clone(),
+            boot_id: self.boot.clone(),
+            seq: self.seq,
+            sent_at_ms: t,
+            uptime_s: self.uptime,
+            via,
+            events: std::mem::take(&mut self.events),
+            links: vec![
+                LinkReport {
+                    link: Link::Dsl,
+                    up: self.showtime && self.dsl_probe,
+                    rtt_ms: Some(15.0),
+                    jitter_ms: Some(1.0),
+                    loss_pct: if self.showtime && self.dsl_probe {
+                        0.0
+                    } else {
+                        100.0
+                    },
+                    tx_bytes: 0,
+                    rx_bytes: 0,
+                },
+                LinkReport {
+                    link: Link::Lte,
+                    up: self.lte_up,
+                    rtt_ms: self.lte_up.then_some(self.lte_rtt),
+                    jitter_ms: Some(5.0),
+                    loss_pct: if self.lte_up { self.lte_loss } else { 100.0 },
+                    tx_bytes: 0,
+                    rx_bytes: 0,
+                },
+            ],
+            lan: Lan {
+                carrier: self.lan,
+                devices: if self.lan { 3 } else { 0 },
+                flows: 4,
+            },
+            dsl: Some(DslLine {
+                status: if self.showtime {
+                    LineStatus::Up
+                } else {
+                    LineStatus::Down
+                },
+                link_status: if self.showtime {
+                    LinkStatus::Up
+                } else if self.no_signal {
+                    LinkStatus::NoSignal
+                } else {
+                    LinkStatus::Initializing
+                },
+                upstream_max_bit_rate: 1000,
+                downstream_max_bit_rate: self.rate + 500,
+                upstream_noise_margin: (self.us_margin * 10.0) as i32,
+                downstream_noise_margin: (self.ds_margin * 10.0) as i32,
+                upstream_attenuation: 150,
+                downstream_attenuation: (self.atn * 10.0) as i32,
+                upstream_power: 120,
+                downstream_power: 190,
+                stats: LineStats {
+                    last_showtime_start: if self.showtime {
+                        self.uptime.saturating_sub(1000)
+                    } else {
+                        0
+                    },
+                    total: LineStatsTotal {
+                        errored_secs: self.es,
+                        severely_errored_secs: 0,
+                    },
+                },
+                channel: Channel {
+                    upstream_curr_rate: 900,
+                    downstream_curr_rate: self.rate,
+                    stats: ChannelStats {
+                        total: ChannelStatsTotal {
+                            xtur_crc_errors: self.crc,
+                            ..Default::default()
+                        },
+                    },
+                },
+            }),
+            mobile: Some(Radio {
+                registered: self.registered,
+                rsrp_dbm: Some(-95.0),
+                rsrq_db: Some(-10.0),
+                sinr_db: Some(12.0),
+                cell_id: Some("c1".into()),
+            }),
+        }
+    }
+}
+
+/// Two cabinets of 8 homes (cards of 4), all in one cell; a HAG.
+struct Street {
+    engine: Engine,
+    cpes: Vec<Cpe>,
+    t: u64,
+    silent: Vec<bool>,
+    hag_up: bool,
+    upstream_errors: u64,
+}
+
+impl Street {
+    fn new() -> Self {
+        let rows = (0..16)
+            .map(|i| Row {
+                subscriber: format!("h{i}"),
+                cabinet: format!("cab{}", i / 8),
+                card: (i % 8 / 4) as u32,
+                cell: if i < 12 { "c1".into() } else { "c2".into() },
+            })
+            .collect();
+        let engine = Engine::new(
+            Inventory::from_rows(rows).unwrap(),
+            Settings {
+                report_period_s: 10.0,
+                hag_period_s: 10.0,
+            },
+        );
+        let mut s = Self {
+            engine,
+            cpes: (0..16).map(Cpe::new).collect(),
+            t: T0,
+            silent: vec![false; 16],
+            hag_up: true,
+            upstream_errors: 0,
+        };
+        s.run(60 * 60);
+        s
+    }
+
+    /// Everyone reports for `secs`, calling `f` before each period.
+    fn run_with(&mut self, secs: u64, mut f: impl FnMut(&mut [Cpe], u64)) {
+        for _ in 0..secs * 1000 / PERIOD {
+            self.t += PERIOD;
+            f(&mut self.cpes, self.t);
+            for i in 0..self.cpes.len() {
+                if self.silent[i] {
+                    continue;
+                }
+                let r = self.cpes[i].report(self.t);
+                // Every report passes the schema's own check.
+                Report::parse(r.to_json().as_bytes()).unwrap();
+                self.engine.ingest(&r, self.t).unwrap();
+            }
+            if self.hag_up {
+                self.engine.ingest_hag(&HagReport {
+                    schema: SCHEMA,
+                    hag: "hag1".into(),
+                    sent_at_ms: self.t,
+                    upstream_connects: 100,
+                    upstream_errors: self.upstream_errors,
+                    subscribers: vec![],
+                });
+            }
+        }
+    }
+
+    fn run(&mut self, secs: u64) {
+        self.run_with(secs, |_, _| {});
+    }
+
+    fn diagnose(&self, i: usize) -> ops::Diagnosis {
+        self.engine.diagnose(i, self.t + 1000)
+    }
+
+    fn baseline(&self, i: usize) -> Location {
+        baseline::diagnose(self.engine.home(i), self.t + 1000, 10.0).location
+    }
+}
+
+#[test]
+fn a_healthy_street_has_no_fault() {
+    let s = Street::new();
+    for i in 0..16 {
+        let d = s.diagnose(i);
+        assert_eq!(d.location, Location::None, "{d:?}");
+    }
+}
+
+#[test]
+fn a_dying_gasp_then_silence_is_the_customers_power() {
+    let mut s = Street::new();
+    s.cpes[3].events.push(Event::DyingGasp);
+    s.run(10);
+    s.silent[3] = true;
+    s.run(60);
+    let d = s.diagnose(3);
+    assert_eq!(d.location, Location::Customer, "{d:?}");
+    assert_eq!(d.rule, "dying-gasp");
+    assert!(d.evidence.iter().any(|e| e.contains("dying gasp")), "{d:?}");
+    assert_eq!(s.baseline(3), Location::Customer);
+}
+
+#[test]
+fn restarts_are_the_cpe() {
+    let mut s = Street::new();
+    for k in 0..3 {
+        s.cpes[5].boot = format!("again{k}");
+        s.cpes[5].seq = 0;
+        s.cpes[5].uptime = 0;
+        s.cpes[5].events.push(Event::Boot);
+        s.run(240);
+    }
+    let d = s.diagnose(5);
+    assert_eq!(d.location, Location::Home, "{d:?}");
+    assert_eq!(d.fault, "reboot-loop");
+}
+
+#[test]
+fn one_line_without_signal_is_the_pair_and_a_whole_cabinet_is_one_cabinet_job() {
+    let mut s = Street::new();
+    s.cpes[2].showtime = false;
+    s.cpes[2].no_signal = true;
+    s.run(60);
+    let d = s.diagnose(2);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Line, "broken-pair"),
+        "{d:?}"
+    );
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.contains("over the mobile link")),
+        "{d:?}"
+    );
+
+    let mut s = Street::new();
+    for i in 8..16 {
+        s.cpes[i].showtime = false;
+        s.cpes[i].no_signal = true;
+    }
+    s.run(60);
+    let groups: std::collections::BTreeSet<_> = (8..16).map(|i| s.diagnose(i).group).collect();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    let d = s.diagnose(9);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Cabinet, "cabinet-power"),
+        "{d:?}"
+    );
+    // The baseline sends a truck per line.
+    assert_eq!(s.baseline(9), Location::Line);
+    // The other cabinet is fine.
+    assert_eq!(s.diagnose(1).location, Location::None);
+}
+
+#[test]
+fn a_failing_line_card_is_its_lines_only() {
+    let mut s = Street::new();
+    s.run_with(600, |c, _| {
+        for cpe in &mut c[4..8] {
+            cpe.crc += 400;
+            cpe.es += 8;
+            cpe.ds_margin = 2.0;
+        }
+    });
+    let d = s.diagnose(5);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Cabinet, "line-card"),
+        "{d:?}"
+    );
+    assert_eq!(d.group, ops::Group::Card("cab0".into(), 1));
+    assert_eq!(s.diagnose(1).location, Location::None);
+}
+
+#[test]
+fn rising_attenuation_is_water_and_a_step_is_the_house() {
+    let mut s = Street::new();
+    s.run_with(1200, |c, _| {
+        c[6].atn += 0.08;
+        c[6].ds_margin -= 0.05;
+    });
+    let d = s.diagnose(6);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Line, "water-ingress"),
+        "{d:?}"
+    );
+
+    let mut s = Street::new();
+    s.cpes[6].atn += 4.0;
+    s.cpes[6].ds_margin -= 2.0;
+    s.run_with(600, |c, _| c[6].crc += 60);
+    let d = s.diagnose(6);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Home, "in-home-wiring"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_lost_margin_with_the_same_attenuation_is_crosstalk() {
+    let mut s = Street::new();
+    s.cpes[10].ds_margin -= 3.0;
+    s.cpes[10].us_margin -= 2.5;
+    s.run(900);
+    let d = s.diagnose(10);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Line, "crosstalk"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_phone_that_comes_and_goes_is_a_missing_microfilter() {
+    let mut s = Street::new();
+    for _ in 0..3 {
+        s.cpes[7].us_margin -= 9.0;
+        s.cpes[7].ds_margin -= 6.0;
+        s.run_with(180, |c, _| c[7].crc += 200);
+        s.cpes[7].us_margin += 9.0;
+        s.cpes[7].ds_margin += 6.0;
+        s.run(420);
+    }
+    let d = s.diagnose(7);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Home, "missing-microfilter"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn lan_unplugged_is_the_customer() {
+    let mut s = Street::new();
+    s.cpes[1].lan = false;
+    s.run(30);
+    let d = s.diagnose(1);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Customer, "lan-unplugged"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_cell_down_for_everyone_is_mobile_and_one_home_alone_is_its_own() {
+    let mut s = Street::new();
+    s.run_with(120, |c, _| {
+        for cpe in &mut c[..12] {
+            cpe.registered = false;
+            cpe.lte_up = false;
+        }
+    });
+    let d = s.diagnose(4);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Mobile, "cell-outage"),
+        "{d:?}"
+    );
+    assert_eq!(s.diagnose(13).location, Location::None);
+
+    let mut s = Street::new();
+    s.run_with(300, |c, _| {
+        for cpe in &mut c[..12] {
+            cpe.lte_rtt = 350.0;
+            cpe.lte_loss = 6.0;
+        }
+    });
+    let d = s.diagnose(4);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Mobile, "cell-congestion"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn the_hag_gone_is_the_core_and_upstream_errors_too() {
+    let mut s = Street::new();
+    s.hag_up = false;
+    s.run_with(120, |c, _| {
+        for cpe in c.iter_mut() {
+            cpe.dsl_probe = false;
+            cpe.lte_up = false;
+        }
+    });
+    let d = s.diagnose(3);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Core, "hag-unreachable"),
+        "{d:?}"
+    );
+    assert_eq!(d.group, ops::Group::Core);
+
+    let mut s = Street::new();
+    s.upstream_errors = 40;
+    s.run(300);
+    let d = s.diagnose(3);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Core, "upstream-loss"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn with_the_line_and_the_mobile_link_dead_the_last_word_decides() {
+    // The cell went down first (the home reported over DSL), then the
+    // pair broke: silence, but not the customer's power.
+    let mut s = Street::new();
+    s.run_with(120, |c, _| {
+        c[2].registered = false;
+        c[2].lte_up = false;
+    });
+    s.silent[2] = true;
+    s.run(60);
+    let d = s.diagnose(2);
+    assert_eq!(d.location, Location::Line, "{d:?}");
+}
+
+#[test]
+fn unknown_subscribers_are_refused_and_late_reports_do_not_break_the_history() {
+    let mut s = Street::new();
+    let mut stranger = Cpe::new(99);
+    let r = stranger.report(s.t);
+    assert!(s.engine.ingest(&r, s.t).is_err());
+    assert_eq!(s.engine.unknown_reports(), 1);
+    // A report from a CPE's queue, ten minutes late, lands in its minute.
+    let mut late = s.cpes[0].clone();
+    let r = late.report(s.t - 600_000);
+    s.engine.ingest(&r, s.t).unwrap();
+    assert_eq!(s.diagnose(0).location, Location::None);
+}
+
+#[test]
+fn replay_reads_json_lines_and_prints_the_changes() {
+    // The same street, written out as telemetry and replayed.
+    let mut cpes: Vec<Cpe> = (0..16).map(Cpe::new).collect();
+    let mut lines = String::from("# hand-made street\n\n");
+    let mut t = T0;
+    for step in 0..400 {
+        t += PERIOD;
+        if step == 360 {
+            cpes[2].showtime = false;
+            cpes[2].no_signal = true;
+        }
+        for c in &mut cpes {
+            lines.push_str(&c.report(t).to_json());
+            lines.push('\n');
+        }
+    }
+    let rows = (0..16)
+        .map(|i| Row {
+            subscriber: format!("h{i}"),
+            cabinet: format!("cab{}", i / 8),
+            card: (i % 8 / 4) as u32,
+            cell: "c1".into(),
+        })
+        .collect();
+    let mut engine = Engine::new(Inventory::from_rows(rows).unwrap(), Settings::default());
+    let mut changes = Vec::new();
+    let n =
+        ops::replay::replay(&mut engine, lines.as_bytes(), |c| changes.push(c.clone())).unwrap();
+    assert_eq!(n, 400 * 16);
+    let last = changes
+        .iter()
+        .rev()
+        .find(|c| c.diagnosis.subscriber == "h2")
+        .unwrap();
+    assert_eq!(last.diagnosis.location, Location::Line, "{changes:?}");
+    let others: Vec<_> = changes
+        .iter()
+        .filter(|c| c.diagnosis.subscriber != "h2" && c.diagnosis.location != Location::None)
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+
+    // A bad line is an error with its number, not a crash.
+    let mut engine = Engine::new(Inventory::default(), Settings::default());
+    let e = ops::replay::replay(&mut engine, &b"{\"schema\":1}\n"[..], |_| {}).unwrap_err();
+    assert!(e.to_string().starts_with("line 1:"), "{e}");
+    let e = ops::replay::replay(&mut engine, &b"\n\nnot json\n"[..], |_| {}).unwrap_err();
+    assert!(e.to_string().starts_with("line 3:"), "{e}");
+}

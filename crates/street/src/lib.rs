@@ -1,0 +1,23 @@
+//! The outside world of a hybrid-access network, as a model: the copper
+//! lines and their physics ([`line`]), the faults that befall homes, lines,
+//! cabinets, cells and the core ([`fault`]), a fleet of homes that reports
+//! the way real CPEs do ([`fleet`]), and seeded fault campaigns with their
+//! ground truth ([`campaign`]).
+//!
+//! `tandem lab` uses the line model and the faults to set the real shaped
+//! rate, loss and cuts of its links and the readings of its modems; the ops
+//! benchmark runs ops' diagnosis on simulated campaigns of thousands of
+//! homes. Ops itself never uses this crate: it sees only reports.
+//!
+//! What it does not do: any I/O. Everything is deterministic given a seed.
+#![forbid(unsafe_code)]
+
+pub mod campaign;
+pub mod fault;
+pub mod fleet;
+pub mod line;
+mod rng;
+
+pub use campaign::{Campaign, CampaignSpec, Case};
+pub use fault::{effect, Effect, FaultKind, Scope};
+pub use fleet::{Fleet, FleetSpec, InventoryRow};
