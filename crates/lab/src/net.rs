@@ -17,9 +17,9 @@
 //! replaced by htb (`handle 1: default 10`), one class `1:10` with rate
 //! and ceiling, quantum 1514, and under it a bfifo of the given limit.
 //!
-//! What it does not do: offloads (`ethtool -K`) and the NFQUEUE and
-//! FORWARD rules (`iptables`) stay commands, in [`crate::topology`]; see
-//! its module docs for why.
+//! What it does not do: offloads (`ethtool -K`) and the NFQUEUE rules
+//! (`iptables`) stay commands, in [`crate::topology`]; see its module docs
+//! for why.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
