@@ -35,21 +35,13 @@ impl Servers {
         exe: &Path,
     ) -> Result<Self, BenchError> {
         for node in ["home", "cpe", "hag", "net"] {
-            lab::cmd::run_in(
-                &ns(lab, node),
-                "sysctl",
-                &["-qw", &format!("net.ipv4.tcp_rmem={TCP_RMEM}")],
-            )?;
+            lab::netns::sysctl(&ns(lab, node), "net.ipv4.tcp_rmem", TCP_RMEM)?;
         }
         let mut s = Self::default();
         let has = |k: fn(&Kind) -> bool| contenders.iter().any(|c| k(&c.kind));
         if has(|k| matches!(k, Kind::MptcpEndToEnd)) {
             // The server side accepts the CPE's second subflow (MP_JOIN).
-            lab::cmd::run_in(
-                &ns(lab, "net"),
-                "ip",
-                &["mptcp", "limits", "set", "subflows", "2"],
-            )?;
+            lab::net::mptcp_subflows(&ns(lab, "net"), 2)?;
             let listen = format!("{}:{MPTCP_ORIGIN_PORT}", addr::ORIGIN);
             let argv = [
                 "mptcpize".to_string(),
@@ -74,11 +66,7 @@ impl Servers {
             )?;
         }
         if has(|k| matches!(k, Kind::Shadowsocks)) {
-            lab::cmd::run_in(
-                &ns(lab, "hag"),
-                "ip",
-                &["mptcp", "limits", "set", "subflows", "2"],
-            )?;
+            lab::net::mptcp_subflows(&ns(lab, "hag"), 2)?;
             let password = random_hex(16)?;
             let common = |server_args: Vec<String>| {
                 let mut v = server_args;

@@ -1,5 +1,6 @@
-//! Running system commands (`ip`, `tc`, `iptables`, `ethtool`, clients such
-//! as `curl`) for the lab, the bench and the `tandem` binary: one runner
+//! Running system commands (`iptables`, `ethtool`, the daemons, clients such
+//! as `curl`; the network itself is built over netlink, [`crate::net`]) for
+//! the lab, the bench and the `tandem` binary: one runner
 //! whose error ([`LabError::Command`]) keeps the command line and the
 //! command's error output, so a failure says what was run and why it
 //! failed.

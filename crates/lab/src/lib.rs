@@ -10,19 +10,22 @@
 //! What it does not do: anything outside its own namespaces. Every address
 //! it uses lives in a namespace it created; `down` removes them all.
 //!
-//! Modules: [`topology`] (up, down, status, link changes), [`cmd`] (the one
-//! command runner, for the lab and its callers), [`profile`] (link
-//! shapes and unit parsing), [`emu`] (the delay/loss emulator), [`origin`]
-//! (the HTTP server), [`attack`] (a bounded attacker for the hardening
-//! tests and benchmarks), [`netns`] (threads inside a node's namespace: ports,
-//! HTTP, the daemons' admin `/status`), [`wait`] (waiting for a condition
-//! with a deadline).
+//! Modules: [`topology`] (up, down, status, link changes), [`net`] (the
+//! network inside the namespaces over rtnetlink: veths, addresses, routes,
+//! rules, shaping), [`netns`] (creating, listing and deleting namespaces;
+//! threads inside one: sysctls, ports, HTTP, the daemons' admin
+//! `/status`), [`cmd`] (the one command runner, for the lab and its
+//! callers), [`profile`] (link shapes and unit parsing), [`emu`] (the
+//! delay/loss emulator), [`origin`] (the HTTP server), [`attack`] (a
+//! bounded attacker for the hardening tests and benchmarks), [`wait`]
+//! (waiting for a condition with a deadline).
 #![forbid(unsafe_code)]
 
 pub mod attack;
 pub mod cmd;
 pub mod dns;
 pub mod emu;
+pub mod net;
 pub mod netns;
 pub mod origin;
 pub mod profile;
@@ -70,13 +73,29 @@ pub enum LabError {
     /// The emulator failed.
     #[error("link emulator: {0}")]
     Emu(#[from] emu::EmuError),
-    /// A namespace could not be entered.
+    /// A namespace could not be created, deleted or entered.
     #[error("namespace {ns}: {msg}")]
     Netns {
         /// The namespace.
         ns: String,
         /// What failed.
         msg: String,
+    },
+    /// The kernel refused a network change in a namespace (rtnetlink).
+    #[error("namespace {ns}: {error}")]
+    Netlink {
+        /// The namespace.
+        ns: String,
+        /// The operation and the kernel's errno.
+        error: mptcp_sock::route::RouteError,
+    },
+    /// The MPTCP path manager refused a change in a namespace.
+    #[error("namespace {ns}: {error}")]
+    PathManager {
+        /// The namespace.
+        ns: String,
+        /// The operation and the kernel's errno.
+        error: mptcp_sock::pm::PmError,
     },
     /// The system's random source failed.
     #[error("random bytes: {0}")]

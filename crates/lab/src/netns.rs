@@ -1,16 +1,193 @@
-//! Work inside a lab node's network namespace from this process, without a
-//! command: a thread enters the namespace (`setns`), so the sockets it opens
-//! live there whichever thread uses them later. Used by the lab itself
-//! (ports coming up, the daemons' admin `/status`), the bench and the
-//! end-to-end tests.
+//! Network namespaces from this process, without a command: creating,
+//! listing and deleting them as `ip netns` does, and working inside one.
+//!
+//! A namespace is a file `/run/netns/NAME` that `ip netns` and every other
+//! tool know. [`create`] makes it the way iproute2 does: `/run/netns` is
+//! made a shared mount (bound onto itself first if it is not a mount
+//! point), so that a later unmount also reaches the copies in the mount
+//! namespaces of running `ip netns exec` children; a new thread leaves the
+//! process's namespace (`unshare(CLONE_NEWNET)`) and bind-mounts its own,
+//! `/proc/thread-self/ns/net`, onto the file, which keeps the namespace
+//! alive after the thread ends. [`delete`] unmounts (lazily, `MNT_DETACH`)
+//! and removes the file; the kernel frees the namespace when nothing else
+//! holds it. [`list`] reads `/run/netns`; [`pids`] finds the processes
+//! whose `/proc/PID/ns/net` is the same inode as the file (`ip netns
+//! pids`).
+//!
+//! Working inside: a thread enters the namespace (`setns`), so the sockets
+//! it opens live there whichever thread uses them later ([`spawn_in`],
+//! [`run_in`]); [`sysctl`] writes `/proc/sys` from such a thread. Used by
+//! the lab itself (its build over netlink, [`crate::net`], ports coming
+//! up, the daemons' admin `/status`), the bench and the end-to-end tests.
+//!
+//! What it does not do: run programs (that is [`crate::cmd::in_ns`], `ip
+//! netns exec`, which also gives the program the namespace's `/sys`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
 use crate::LabError;
+
+/// Where named network namespaces live (`ip netns`'s directory).
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The file of namespace `name`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+fn netns_err(ns: &str, msg: impl Into<String>) -> LabError {
+    LabError::Netns {
+        ns: ns.to_owned(),
+        msg: msg.into(),
+    }
+}
+
+/// Makes `/run/netns` a shared mount, as `ip netns add` does; once per
+/// process (two threads binding it onto itself would stack two mounts).
+fn share_netns_dir() -> Result<(), LabError> {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *done {
+        return Ok(());
+    }
+    std::fs::create_dir_all(NETNS_DIR)
+        .map_err(|e| netns_err(NETNS_DIR, format!("creating it: {e}")))?;
+    let share = || {
+        mount(
+            None::<&str>,
+            NETNS_DIR,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match share() {
+        Ok(()) => {}
+        // Not a mount point yet: bind it onto itself, then share it.
+        Err(Errno::EINVAL) => mount(
+            Some(NETNS_DIR),
+            NETNS_DIR,
+            Some("none"),
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .and_then(|()| share())
+        .map_err(|e| netns_err(NETNS_DIR, format!("making it a shared mount: {e}")))?,
+        Err(e) => return Err(netns_err(NETNS_DIR, format!("making it shared: {e}"))),
+    }
+    *done = true;
+    Ok(())
+}
+
+/// Creates network namespace `name` (`ip netns add`); an error if it
+/// exists. It has only a loopback interface, down.
+pub fn create(name: &str) -> Result<(), LabError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(LabError::Invalid(format!("namespace name {name:?}")));
+    }
+    share_netns_dir()?;
+    let file = path(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
+        .map_err(|e| netns_err(name, format!("creating {}: {e}", file.display())))?;
+    let target = file.clone();
+    let made = std::thread::spawn(move || -> Result<(), String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("unshare: {e}"))?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind-mounting it on {}: {e}", target.display()))
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the thread creating it panicked".into()));
+    made.map_err(|msg| {
+        let _ = std::fs::remove_file(&file);
+        netns_err(name, msg)
+    })
+}
+
+/// Deletes network namespace `name` (`ip netns del`): its file goes at
+/// once, the namespace itself when no process runs in it any more. One
+/// that does not exist is no error.
+pub fn delete(name: &str) -> Result<(), LabError> {
+    let file = path(name);
+    match umount2(&file, MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (a file left by a failed create).
+        Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {}
+        Err(e) => return Err(netns_err(name, format!("unmounting: {e}"))),
+    }
+    match std::fs::remove_file(&file) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(netns_err(name, format!("removing {}: {e}", file.display()))),
+    }
+}
+
+/// The names of the network namespaces (`ip netns list`), sorted.
+pub fn list() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(NETNS_DIR)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether namespace `name` exists.
+pub fn exists(name: &str) -> bool {
+    path(name).exists()
+}
+
+/// The processes running in namespace `name` (`ip netns pids`): those
+/// whose `/proc/PID/ns/net` is the namespace's inode. None if it does not
+/// exist.
+pub fn pids(name: &str) -> Vec<u32> {
+    let Ok(ns) = std::fs::metadata(path(name)) else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| m.dev() == ns.dev() && m.ino() == ns.ino())
+        })
+        .collect()
+}
+
+/// Sets a sysctl of namespace `ns` (`net.ipv4.ip_forward`): written from a
+/// thread inside it, since `/proc/sys/net` shows the opening thread's
+/// namespace; no shell, no command.
+pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let v = value.to_owned();
+    let p = path.clone();
+    run_in(ns, move || std::fs::write(&p, v))?.map_err(|e| LabError::Command {
+        cmd: format!("sysctl {key}={value} in {ns}"),
+        msg: format!("{path}: {e}"),
+    })
+}
 
 /// Starts `f` on a new thread inside namespace `ns` (a name under
 /// `/run/netns`).
@@ -41,8 +218,7 @@ pub fn join<T>(h: JoinHandle<Result<T, LabError>>) -> Result<T, LabError> {
 
 /// Moves the calling thread into namespace `ns`.
 pub fn enter(ns: &str) -> Result<(), LabError> {
-    let path = format!("/run/netns/{ns}");
-    let file = std::fs::File::open(&path).map_err(|e| LabError::Netns {
+    let file = std::fs::File::open(path(ns)).map_err(|e| LabError::Netns {
         ns: ns.to_owned(),
         msg: e.to_string(),
     })?;

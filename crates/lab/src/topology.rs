@@ -17,6 +17,30 @@
 //! Congestion control is chosen deliberately: every route in the end hosts'
 //! namespaces carries `congctl cubic` (the host default, BBR, collapses on
 //! shaped links with microsecond RTTs, and the namespace sysctl is refused).
+//!
+//! How it is built: the namespaces through [`crate::netns`] (files under
+//! `/run/netns`, as `ip netns` keeps them), every veth, address, route,
+//! rule and shaper through [`crate::net`] (typed rtnetlink, from a thread
+//! inside each namespace), sysctls written from such a thread. [`Pair`]
+//! is built by the same functions. Three things remain commands, run in
+//! the namespace with [`crate::cmd`]:
+//! - `ethtool -K DEV tso off gso off gro off` on the access links'
+//!   devices: offloads are set over the ethtool generic-netlink family with
+//!   named feature bitsets (or the `SIOCETHTOOL` ioctl, which would need
+//!   `unsafe`), for which there is no typed crate; packing those by hand
+//!   for four calls per link is the hand-packed netlink STYLE.md warns
+//!   against.
+//! - `iptables -t mangle … -j NFQUEUE` ([`queue_arrivals`]): no typed
+//!   crate either, as for the CPE's nftables table.
+//! - the daemons themselves, started with `ip netns exec` ([`cmd::in_ns`]),
+//!   which also gives them the namespace's `/sys`.
+//!
+//! A blackholed link is two policy rules in its namespace, `iif cpe0
+//! blackhole` and `iif core0 blackhole`: everything that would cross the
+//! link is dropped at the routing decision, silently (no ICMP), with the
+//! link up, while the link's own addresses still answer (the `local`
+//! table's rule comes first), as the `iptables -I FORWARD -j DROP` it
+//! replaces did.
 
 use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -25,10 +49,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hybrid::{Link, SteeringMode};
+use mptcp_sock::route::{Family, Route, Rule, LOCAL_TABLE, MAIN_TABLE};
 use serde::{Deserialize, Serialize};
 
 use crate::cmd;
 use crate::emu::{self, Impairment};
+use crate::net::{self, Step};
+use crate::netns::{self, sysctl};
 use crate::profile::{LinkShape, Profile};
 use crate::LabError;
 
@@ -135,37 +162,15 @@ pub fn ns(name: &str, node: &str) -> String {
     format!("{name}-{node}")
 }
 
-/// Runs `ip -n <ns> ...` (`-batch` style, one command).
-fn ipn(ns: &str, args: &str) -> Result<String, LabError> {
-    let mut v = vec!["-n", ns];
-    v.extend(args.split_whitespace());
-    cmd::run("ip", &v)
-}
-
-/// Sets a sysctl of namespace `ns` (`net.ipv4.ip_forward`): written from a
-/// thread inside it, since `/proc/sys/net` shows the opening thread's
-/// namespace; no shell, no command.
-fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
-    let v = value.to_owned();
-    let p = path.clone();
-    crate::netns::run_in(ns, move || std::fs::write(&p, v))?.map_err(|e| LabError::Command {
-        cmd: format!("sysctl {key}={value} in {ns}"),
-        msg: format!("{path}: {e}"),
-    })
-}
-
 /// Names of the namespaces that exist for this lab.
 pub fn existing_namespaces(name: &str) -> Vec<String> {
-    let list = cmd::run("ip", &["netns", "list"]).unwrap_or_default();
     let prefix = format!("{name}-");
-    list.lines()
-        .filter_map(|l| l.split_whitespace().next())
+    netns::list()
+        .into_iter()
         .filter(|n| {
             n.strip_prefix(&prefix)
                 .is_some_and(|node| NODES.contains(&node))
         })
-        .map(str::to_string)
         .collect()
 }
 
@@ -187,35 +192,18 @@ pub fn save_state(s: &State) -> Result<(), LabError> {
 }
 
 /// The bfifo limit for ~50 ms of queue at `kbit`.
-fn queue_bytes(kbit: u64) -> u64 {
-    (kbit * 1000 / 8 * 50 / 1000).max(6_000)
+fn queue_bytes(kbit: u64) -> u32 {
+    let bytes = (kbit.saturating_mul(1000) / 8).saturating_mul(50) / 1000;
+    u32::try_from(bytes.max(6_000)).unwrap_or(u32::MAX)
 }
 
-/// (Re)applies the rate shaping of one link direction on `dev` in `ns`.
-fn shape_dev(ns: &str, dev: &str, kbit: u64) -> Result<(), LabError> {
-    let _ = ipn_tc(ns, &format!("qdisc del dev {dev} root"));
-    ipn_tc(
-        ns,
-        &format!("qdisc add dev {dev} root handle 1: htb default 10"),
-    )?;
-    ipn_tc(
-        ns,
-        &format!("class add dev {dev} parent 1: classid 1:10 htb rate {kbit}kbit ceil {kbit}kbit quantum 1514"),
-    )?;
-    ipn_tc(
-        ns,
-        &format!(
-            "qdisc add dev {dev} parent 1:10 handle 10: bfifo limit {}",
-            queue_bytes(kbit)
-        ),
-    )?;
-    Ok(())
-}
-
-fn ipn_tc(ns: &str, args: &str) -> Result<String, LabError> {
-    let mut v = vec!["-n", ns];
-    v.extend(args.split_whitespace());
-    cmd::run("tc", &v)
+/// The shaping of one link direction: what leaves `dev` at `kbit`.
+fn shape(dev: &str, kbit: u64) -> Step {
+    Step::Shape {
+        dev: dev.to_owned(),
+        kbit,
+        limit_bytes: queue_bytes(kbit),
+    }
 }
 
 /// One-way impairment of a link: half its RTT each way.
@@ -256,9 +244,11 @@ fn spawn_bg(exe: &Path, ns: &str, args: &[&str], log: &Path) -> Result<u32, LabE
 
 /// Two network namespaces joined by one veth pair, outside any lab: the
 /// shape of a measurement that needs no emulated link (the bench's relay
-/// cost against HAProxy). Each side has its address on the veth, the
-/// loopback up, MPTCP enabled and, as in the lab, `congctl cubic` on its
-/// subnet route and on the loopback's local route (see the module docs).
+/// cost against HAProxy, the emulator's tests). Each side has its address
+/// on the veth, the loopback up, MPTCP enabled and, as in the lab, `congctl
+/// cubic` on its subnet route and on the loopback's local route (see the
+/// module docs): built with the lab's own [`netns::create`], [`net::veth`]
+/// and [`net::apply`] steps.
 /// Both namespaces, and whatever still runs in them, go when it is dropped.
 #[derive(Debug)]
 pub struct Pair {
@@ -285,29 +275,28 @@ impl Pair {
             names: [a.to_owned(), b.to_owned()],
         };
         for n in [a, b] {
-            cmd::run("ip", &["netns", "add", n])?;
+            netns::create(n)?;
         }
-        cmd::run(
-            "ip",
-            &[
-                "link", "add", dev, "netns", a, "type", "veth", "peer", "name", dev, "netns", b,
-            ],
-        )?;
+        net::veth((a, dev), (b, dev))?;
         let mask = u32::MAX
             .checked_shl(32 - u32::from(prefix_len))
             .unwrap_or(0);
-        let net = Ipv4Addr::from(u32::from(a_ip) & mask);
+        let subnet = Ipv4Addr::from(u32::from(a_ip) & mask);
         for (n, ip) in [(a, a_ip), (b, b_ip)] {
-            ipn(n, "link set lo up")?;
-            ipn(n, &format!("link set {dev} up"))?;
-            ipn(n, &format!("addr add {ip}/{prefix_len} dev {dev}"))?;
-            ipn(
+            let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            net::apply(
                 n,
-                &format!("route replace {net}/{prefix_len} dev {dev} proto kernel scope link src {ip} congctl cubic"),
-            )?;
-            ipn(
-                n,
-                "route replace local 127.0.0.1 dev lo table local proto kernel scope host src 127.0.0.1 congctl cubic",
+                vec![
+                    Step::up("lo"),
+                    Step::address(dev, ip, prefix_len),
+                    Step::replace_route(subnet_route(subnet, prefix_len, ip), Some(dev)),
+                    Step::replace_route(
+                        Route::local(LOCAL_TABLE, lo, 32, 0)
+                            .with_prefsrc(lo)
+                            .with_congctl(CC),
+                        Some("lo"),
+                    ),
+                ],
             )?;
             sysctl(n, "net.mptcp.enabled", "1")?;
         }
@@ -328,13 +317,13 @@ impl Drop for Pair {
 /// [`Pair`] left by an interrupted run; a lab goes with [`down`].
 pub fn remove_namespace(name: &str) {
     use nix::sys::signal::{kill, Signal};
-    if let Ok(pids) = cmd::run("ip", &["netns", "pids", name]) {
-        for p in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+    for p in netns::pids(name) {
+        if let Ok(p) = i32::try_from(p) {
             let _ = kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
         }
     }
-    if Path::new(&format!("/run/netns/{name}")).exists() {
-        let _ = cmd::run("ip", &["netns", "del", name]);
+    if let Err(e) = netns::delete(name) {
+        tracing::warn!("{e}");
     }
 }
 
@@ -358,9 +347,7 @@ pub struct UpOptions {
 
 fn build(o: &UpOptions) -> Result<State, LabError> {
     for node in NODES {
-        let node = ns(&o.name, node);
-        cmd::run("ip", &["netns", "add", &node])?;
-        ipn(&node, "link set lo up")?;
+        netns::create(&ns(&o.name, node))?;
     }
     wire(&o.name)?;
     kernel_settings(&o.name)?;
@@ -396,25 +383,7 @@ fn wire(name: &str) -> Result<(), LabError> {
         ("hag", "dns0", "dns", "eth0"),
     ];
     for (a, da, b, db) in veths {
-        cmd::run(
-            "ip",
-            &[
-                "link",
-                "add",
-                da,
-                "netns",
-                &n(a),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                db,
-                "netns",
-                &n(b),
-            ],
-        )?;
-        ipn(&n(a), &format!("link set {da} up"))?;
-        ipn(&n(b), &format!("link set {db} up"))?;
+        net::veth((&n(a), da), (&n(b), db))?;
     }
     let addrs = [
         ("home", "eth0", addr::HOME, 24),
@@ -438,10 +407,50 @@ fn wire(name: &str) -> Result<(), LabError> {
         ("dns", "eth0", crate::dns::WARNING, 24),
         ("net", "eth0", crate::dns::AUTHORITY, 24),
     ];
-    for (node, dev, ip, plen) in addrs {
-        ipn(&n(node), &format!("addr add {ip}/{plen} dev {dev}"))?;
+    let mut steps: Vec<(&str, Step)> = NODES.iter().map(|node| (*node, Step::up("lo"))).collect();
+    steps.extend(
+        addrs
+            .into_iter()
+            .map(|(node, dev, ip, plen)| (node, Step::address(dev, ip, plen))),
+    );
+    apply_all(name, steps)
+}
+
+/// Applies `(node, step)`s, each node's in order, one thread per node.
+fn apply_all(name: &str, steps: Vec<(&str, Step)>) -> Result<(), LabError> {
+    for node in NODES {
+        let mine: Vec<Step> = steps
+            .iter()
+            .filter(|(n, _)| n == node)
+            .map(|(_, s)| s.clone())
+            .collect();
+        if !mine.is_empty() {
+            net::apply(&ns(name, node), mine)?;
+        }
     }
     Ok(())
+}
+
+/// The congestion control on the end hosts' routes (see the module docs).
+const CC: &str = "cubic";
+
+/// `SUBNET/LEN dev DEV src SRC congctl cubic` in the main table: a
+/// subnet's route, replacing the one the kernel made for the address.
+fn subnet_route(subnet: Ipv4Addr, prefix_len: u8, src: Ipv4Addr) -> Route {
+    Route::on_link(MAIN_TABLE, IpAddr::V4(subnet), prefix_len, 0)
+        .with_prefsrc(IpAddr::V4(src))
+        .with_congctl(CC)
+}
+
+/// `DEST/LEN via GW [dev DEV] [table T]`, the default route for
+/// `0.0.0.0/0`.
+fn via(table: u32, dest: Ipv4Addr, prefix_len: u8, gw: Ipv4Addr) -> Route {
+    Route::via(table, IpAddr::V4(dest), prefix_len, IpAddr::V4(gw))
+}
+
+/// The default route via `gw`.
+fn default_via(table: u32, gw: Ipv4Addr) -> Route {
+    via(table, Ipv4Addr::UNSPECIFIED, 0, gw)
 }
 
 /// Every node's sysctls: no reverse-path filter, no IPv6, MPTCP on;
@@ -462,109 +471,106 @@ fn kernel_settings(name: &str) -> Result<(), LabError> {
 
 /// Every node's routes and the CPE's per-link tables and rules.
 fn routes(name: &str) -> Result<(), LabError> {
-    let n = |node: &str| ns(name, node);
-    // Routes; end hosts' routes carry `congctl cubic` (see module docs).
-    let cc = "congctl cubic";
-    let routes = [
+    // End hosts' routes carry `congctl cubic` (see module docs).
+    let lan = Ipv4Addr::new(192, 168, 100, 0);
+    let internet = Ipv4Addr::new(203, 0, 113, 0);
+    let (dsl_net, lte_net) = (Ipv4Addr::new(10, 64, 1, 0), Ipv4Addr::new(10, 64, 2, 0));
+    let add = Step::add_route;
+    let replace = Step::replace_route;
+    let steps = vec![
         (
             "home",
-            format!(
-                "route replace 192.168.100.0/24 dev eth0 src {} {cc}",
-                addr::HOME
-            ),
+            replace(subnet_route(lan, 24, addr::HOME), Some("eth0")),
         ),
         (
             "home",
-            format!("route add default via {} {cc}", addr::CPE_LAN),
-        ),
-        (
-            "cpe",
-            format!(
-                "route replace 192.168.100.0/24 dev lan0 src {} {cc}",
-                addr::CPE_LAN
+            add(
+                default_via(MAIN_TABLE, addr::CPE_LAN).with_congctl(CC),
+                None,
             ),
         ),
         (
             "cpe",
-            format!("route add default via {} dev dsl0 {cc}", addr::DSL_GW),
+            replace(subnet_route(lan, 24, addr::CPE_LAN), Some("lan0")),
         ),
         (
             "cpe",
-            format!(
-                "route add default via {} dev dsl0 table 10 {cc}",
-                addr::DSL_GW
+            add(
+                default_via(MAIN_TABLE, addr::DSL_GW).with_congctl(CC),
+                Some("dsl0"),
             ),
         ),
         (
             "cpe",
-            format!(
-                "route add default via {} dev lte0 table 20 {cc}",
-                addr::LTE_GW
-            ),
+            add(default_via(10, addr::DSL_GW).with_congctl(CC), Some("dsl0")),
         ),
         (
             "cpe",
-            format!("rule add from {} table 10 priority 100", addr::CPE_DSL),
+            add(default_via(20, addr::LTE_GW).with_congctl(CC), Some("lte0")),
         ),
         (
             "cpe",
-            format!("rule add from {} table 20 priority 100", addr::CPE_LTE),
+            Step::AddRule(Rule::from(100, addr::CPE_DSL.into(), 32, 10)),
         ),
-        ("dsl", format!("route add default via {}", addr::HAG_DSL)),
-        ("lte", format!("route add default via {}", addr::HAG_LTE)),
+        (
+            "cpe",
+            Step::AddRule(Rule::from(100, addr::CPE_LTE.into(), 32, 20)),
+        ),
+        ("dsl", add(default_via(MAIN_TABLE, addr::HAG_DSL), None)),
+        ("lte", add(default_via(MAIN_TABLE, addr::HAG_LTE), None)),
         (
             "hag",
-            format!("route add 10.64.1.0/24 via {} {cc}", addr::DSL_CORE),
-        ),
-        (
-            "hag",
-            format!("route add 10.64.2.0/24 via {} {cc}", addr::LTE_CORE),
+            add(
+                via(MAIN_TABLE, dsl_net, 24, addr::DSL_CORE).with_congctl(CC),
+                None,
+            ),
         ),
         (
             "hag",
-            format!(
-                "route replace 203.0.113.0/24 dev net0 src {} {cc}",
-                addr::HAG_NET
+            add(
+                via(MAIN_TABLE, lte_net, 24, addr::LTE_CORE).with_congctl(CC),
+                None,
             ),
+        ),
+        (
+            "hag",
+            replace(subnet_route(internet, 24, addr::HAG_NET), Some("net0")),
         ),
         (
             "net",
-            format!(
-                "route replace 203.0.113.0/24 dev eth0 src {} {cc}",
-                addr::ORIGIN
-            ),
+            replace(subnet_route(internet, 24, addr::ORIGIN), Some("eth0")),
         ),
         (
             "net",
-            format!("route add default via {} {cc}", addr::HAG_NET),
+            add(
+                default_via(MAIN_TABLE, addr::HAG_NET).with_congctl(CC),
+                None,
+            ),
         ),
         (
             "atk",
-            format!("route add default via {} {cc}", addr::HAG_ATK),
+            add(
+                default_via(MAIN_TABLE, addr::HAG_ATK).with_congctl(CC),
+                None,
+            ),
         ),
         (
             "dns",
-            format!("route add default via {} {cc}", crate::dns::HAG_DNS),
+            add(
+                default_via(MAIN_TABLE, crate::dns::HAG_DNS).with_congctl(CC),
+                None,
+            ),
         ),
         // The home's non-TCP traffic (DNS) is routed over the fixed line.
-        (
-            "dsl",
-            format!("route add 192.168.100.0/24 via {}", addr::CPE_DSL),
-        ),
-        (
-            "hag",
-            format!("route add 192.168.100.0/24 via {}", addr::DSL_CORE),
-        ),
+        ("dsl", add(via(MAIN_TABLE, lan, 24, addr::CPE_DSL), None)),
+        ("hag", add(via(MAIN_TABLE, lan, 24, addr::DSL_CORE), None)),
     ];
-    for (node, r) in routes {
-        ipn(&n(node), &r)?;
-    }
-    Ok(())
+    apply_all(name, steps)
 }
 
 /// One access link: no segmentation offloads (htb would send 64 KB
 /// bursts), shaping in both directions, delay queues where packets arrive.
-fn access_link(name: &str, l: Link, shape: LinkShape) -> Result<(), LabError> {
+fn access_link(name: &str, l: Link, shape_of: LinkShape) -> Result<(), LabError> {
     let n = |node: &str| ns(name, node);
     let node = n(l.name());
     for (peer, dev) in [
@@ -584,8 +590,13 @@ fn access_link(name: &str, l: Link, shape: LinkShape) -> Result<(), LabError> {
             &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
         )?;
     }
-    shape_dev(&node, "cpe0", shape.down_kbit)?;
-    shape_dev(&node, "core0", shape.up_kbit)?;
+    net::apply(
+        &node,
+        vec![
+            shape("cpe0", shape_of.down_kbit),
+            shape("core0", shape_of.up_kbit),
+        ],
+    )?;
     for (dev, q) in [("cpe0", 1), ("core0", 2)] {
         queue_arrivals(&node, dev, q)?;
     }
@@ -675,7 +686,7 @@ fn random_key() -> Result<String, LabError> {
 
 /// Waits until `ns` accepts TCP on `port` of `ip` (a service came up).
 pub fn wait_port(ns: &str, ip: Ipv4Addr, port: u16, timeout: Duration) -> Result<(), LabError> {
-    crate::netns::wait_port(ns, SocketAddr::from((ip, port)), timeout)
+    netns::wait_port(ns, SocketAddr::from((ip, port)), timeout)
 }
 
 fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
@@ -782,7 +793,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         )?;
         st.pids.push(("hag".into(), pid));
         save_state(st)?;
-        crate::netns::wait_ready(&n("hag"), HAG_ADMIN, Duration::from_secs(10))?;
+        netns::wait_ready(&n("hag"), HAG_ADMIN, Duration::from_secs(10))?;
         let pid = spawn_bg(
             &o.exe,
             &n("cpe"),
@@ -791,7 +802,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         )?;
         st.pids.push(("cpe".into(), pid));
         save_state(st)?;
-        crate::netns::wait_ready(&n("cpe"), CPE_ADMIN, Duration::from_secs(10))?;
+        netns::wait_ready(&n("cpe"), CPE_ADMIN, Duration::from_secs(10))?;
     }
     Ok(())
 }
@@ -845,16 +856,10 @@ pub fn down(name: &str) -> Result<(), LabError> {
     }
     for n in existing_namespaces(name) {
         // Anything still running in the namespace was started by this lab.
-        let _ = cmd::run("ip", &["netns", "pids", &n]).map(|out| {
-            for p in out.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-                stop_pid("leftover", p);
-            }
-        });
-        if let Err(e) = cmd::run("ip", &["netns", "del", &n]) {
-            if Path::new(&format!("/run/netns/{n}")).exists() {
-                return Err(e);
-            }
+        for p in netns::pids(&n) {
+            stop_pid("leftover", p);
         }
+        netns::delete(&n)?;
     }
     let _ = std::fs::remove_dir_all(state_dir(name));
     crate::dns::remove_files(&ns(name, "home"));
@@ -885,17 +890,10 @@ fn stop_pid(role: &str, pid: u32) {
 /// link towards the CPE and towards the HAG.
 pub fn link_bytes(name: &str, l: Link) -> Result<(u64, u64), LabError> {
     let node = ns(name, l.name());
-    let read = |dev: &str| -> Result<u64, LabError> {
-        let text = cmd::run_in(
-            &node,
-            "cat",
-            &[&format!("/sys/class/net/{dev}/statistics/tx_bytes")],
-        )?;
-        text.trim()
-            .parse()
-            .map_err(|_| LabError::State(format!("tx_bytes of {dev}: {text:?}")))
-    };
-    Ok((read("cpe0")?, read("core0")?))
+    Ok((
+        net::link_bytes(&node, "cpe0")?.tx,
+        net::link_bytes(&node, "core0")?.tx,
+    ))
 }
 
 /// A change to a link.
@@ -967,36 +965,41 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
     let node = ns(name, l.name());
     match action {
         LinkAction::Cut => {
-            ipn(&node, "link set cpe0 down")?;
+            net::apply(&node, vec![Step::Down("cpe0".into())])?;
             *cut_flag(&mut st, l) = true;
         }
         LinkAction::Blackhole => {
             if !*blackhole_flag(&mut st, l) {
-                cmd::run_in(&node, "iptables", &["-I", "FORWARD", "-j", "DROP"])?;
+                net::apply(&node, blackhole_rules().map(Step::AddRule).to_vec())?;
                 *blackhole_flag(&mut st, l) = true;
             }
         }
         LinkAction::Restore => {
             if *blackhole_flag(&mut st, l) {
-                cmd::run_in(&node, "iptables", &["-D", "FORWARD", "-j", "DROP"])?;
+                net::apply(&node, blackhole_rules().map(Step::DeleteRule).to_vec())?;
                 *blackhole_flag(&mut st, l) = false;
             }
-            ipn(&node, "link set cpe0 up")?;
+            net::apply(&node, vec![Step::up("cpe0")])?;
             // Link down removed the routes through that interface: re-add.
             let (gw, dev, table) = match l {
-                Link::Dsl => (addr::DSL_GW, "dsl0", "10"),
-                Link::Lte => (addr::LTE_GW, "lte0", "20"),
+                Link::Dsl => (addr::DSL_GW, "dsl0", 10),
+                Link::Lte => (addr::LTE_GW, "lte0", 20),
             };
-            let cpe = ns(name, "cpe");
-            let _ = ipn(
-                &cpe,
-                &format!("route replace default via {gw} dev {dev} table {table} congctl cubic"),
-            );
+            let mut routes = vec![Step::replace_route(
+                default_via(table, gw).with_congctl(CC),
+                Some(dev),
+            )];
             if l == Link::Dsl {
-                let _ = ipn(
-                    &cpe,
-                    &format!("route replace default via {gw} dev {dev} congctl cubic"),
-                );
+                routes.push(Step::replace_route(
+                    default_via(MAIN_TABLE, gw).with_congctl(CC),
+                    Some(dev),
+                ));
+            }
+            // Best effort, as before: the CPE may have put them back.
+            for r in routes {
+                if let Err(e) = net::apply(&ns(name, "cpe"), vec![r]) {
+                    tracing::debug!("restoring a CPE route: {e}");
+                }
             }
             *cut_flag(&mut st, l) = false;
         }
@@ -1024,16 +1027,24 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
                 s.loss_pct = *v;
             }
             let s = *s;
+            let mut steps = Vec::new();
             if down_kbit.is_some() {
-                shape_dev(&node, "cpe0", s.down_kbit)?;
+                steps.push(shape("cpe0", s.down_kbit));
             }
             if up_kbit.is_some() {
-                shape_dev(&node, "core0", s.up_kbit)?;
+                steps.push(shape("core0", s.up_kbit));
             }
+            net::apply(&node, steps)?;
             emu::write_control(&control_path(name, l), &emu_entries(&s)).map_err(LabError::Emu)?;
         }
     }
     save_state(&st)
+}
+
+/// The rules that blackhole an access link: what arrives on either of its
+/// devices is dropped instead of forwarded (see the module docs).
+fn blackhole_rules() -> [Rule; 2] {
+    ["cpe0", "core0"].map(|dev| Rule::iif_blackhole(Family::V4, 10, dev))
 }
 
 fn blackhole_flag(st: &mut State, l: Link) -> &mut bool {
@@ -1127,14 +1138,13 @@ pub fn set_steering(name: &str, mode: SteeringMode) -> Result<(), LabError> {
         .find(|(role, _)| role == "cpe")
         .map(|(_, p)| *p)
         .ok_or_else(|| LabError::State("the lab runs no CPE".into()))?;
-    let before = crate::netns::admin_status(&ns(name, "cpe"), CPE_ADMIN)?.config_generation;
+    let before = netns::admin_status(&ns(name, "cpe"), CPE_ADMIN)?.config_generation;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGHUP,
     )
     .map_err(|e| LabError::State(format!("signalling the CPE ({pid}): {e}")))?;
-    crate::netns::wait_reloaded(&ns(name, "cpe"), CPE_ADMIN, before, Duration::from_secs(5))
-        .map(drop)
+    netns::wait_reloaded(&ns(name, "cpe"), CPE_ADMIN, before, Duration::from_secs(5)).map(drop)
 }
 
 #[cfg(test)]

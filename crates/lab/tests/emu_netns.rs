@@ -1,9 +1,10 @@
 //! End-to-end tests of the NFQUEUE link emulator in throw-away network namespaces.
 //!
-//! Needs root, `ip`, `iptables` (NFQUEUE target) and `iperf3`; the tests skip
+//! Needs root, `iptables` (NFQUEUE target) and `iperf3`; the tests skip
 //! (pass with a message) when not run as root. Every test creates its own pair of
-//! namespaces `emuA<pid>-<n>` / `emuB<pid>-<n>` joined by a veth pair and removes them
-//! in `Drop`, also on failure. Tests are serialised because they measure timing.
+//! namespaces `emuA<pid>-<n>` / `emuB<pid>-<n>` joined by a veth pair (the lab's
+//! `Pair`) and removes them in `Drop`, also on failure. Tests are serialised because
+//! they measure timing.
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -41,31 +42,6 @@ fn run_timeout(args: &[&str], timeout: Duration) -> Output {
     }
 }
 
-/// Runs a command that must succeed.
-fn sh(args: &[&str]) {
-    lab::cmd::run(args[0], &args[1..]).unwrap_or_else(|e| panic!("{e}"));
-}
-
-/// A network namespace deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Self {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        sh(&["ip", "netns", "add", &name]);
-        Self(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// A child process killed on drop.
 struct ChildGuard(Child);
 
@@ -76,44 +52,43 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Two namespaces A and B joined by a veth pair; B queues its inbound IPv4 traffic.
+/// Two namespaces A and B joined by a veth pair (the lab's own
+/// [`lab::topology::Pair`], deleted on drop); B queues its inbound IPv4
+/// traffic.
 struct Pair {
-    // Field order: namespaces are dropped after anything declared before them.
-    a: Netns,
-    b: Netns,
+    // Field order: the namespaces are dropped after anything declared
+    // before them.
+    a: Ns,
+    b: Ns,
     b_ip: String,
     queue: u16,
+    _pair: lab::topology::Pair,
 }
+
+/// A namespace's name (`.0`, as the tests use it).
+struct Ns(String);
 
 impl Pair {
     fn new(idx: u8) -> Self {
         let pid = std::process::id();
-        let a = Netns::new(format!("emuA{pid}-{idx}"));
-        let b = Netns::new(format!("emuB{pid}-{idx}"));
+        let (a, b) = (format!("emuA{pid}-{idx}"), format!("emuB{pid}-{idx}"));
         let net = (pid % 50) as u8 * 5 + idx;
-        let (va, vb) = (format!("ea{pid}{idx}"), format!("eb{pid}{idx}"));
-        let (a_ip, b_ip) = (format!("10.77.{net}.1"), format!("10.77.{net}.2"));
+        let dev = format!("e{pid}{idx}");
+        let (a_ip, b_ip) = (
+            std::net::Ipv4Addr::new(10, 77, net, 1),
+            std::net::Ipv4Addr::new(10, 77, net, 2),
+        );
         let queue = 100 + u16::from(idx);
-        sh(&[
-            "ip", "-n", &a.0, "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns",
-            &b.0,
-        ]);
-        for (ns, dev, ip) in [(&a.0, &va, &a_ip), (&b.0, &vb, &b_ip)] {
-            sh(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                dev,
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        let pair = lab::topology::Pair::build([&a, &b], &dev, [a_ip, b_ip], 24)
+            .unwrap_or_else(|e| panic!("{e}"));
+        lab::topology::queue_arrivals(&b, &dev, queue).unwrap_or_else(|e| panic!("{e}"));
+        Self {
+            a: Ns(a),
+            b: Ns(b),
+            b_ip: b_ip.to_string(),
+            queue,
+            _pair: pair,
         }
-        lab::topology::queue_arrivals(&b.0, &vb, queue).unwrap_or_else(|e| panic!("{e}"));
-        Self { a, b, b_ip, queue }
     }
 
     /// Sends `count` UDP probes from A to an echo server in B, one every 50 ms, and

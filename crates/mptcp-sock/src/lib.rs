@@ -11,17 +11,20 @@
 //!   path, [`info`];
 //! - drives the kernel's in-kernel path manager (endpoints, limits) over
 //!   generic netlink, [`pm`];
-//! - policy rules and routes over rtnetlink, [`route`], and conntrack
-//!   entries over ctnetlink, [`conntrack`]: typed messages, one connection
-//!   per process and protocol (the private `nl` module), typed errors
-//!   naming the operation and the kernel's errno.
+//! - everything over rtnetlink, [`route`]: policy rules and routes (for
+//!   the CPE), veth pairs across namespaces, link state, addresses and
+//!   counters ([`route::link`]) and htb/bfifo shaping ([`route::tc`]) for
+//!   the lab; and conntrack entries over ctnetlink, [`conntrack`]: typed
+//!   messages, one connection per process and protocol (the private `nl`
+//!   module), typed errors naming the operation and the kernel's errno.
 //!
 //! What it does not do: no relaying, no protocol, no policy. Callers decide
 //! which options to set; this crate only knows how.
 //!
 //! What stays outside: nftables (the CPE loads its table with `nft -f`, as
-//! there is no stable typed nftables netlink library), and the lab's and
-//! bench's namespace and link setup.
+//! there is no stable typed nftables netlink library); creating and
+//! entering network namespaces (files and `setns`, the lab's `netns`
+//! module), and the lab's `ethtool` and `iptables` commands.
 //!
 //! Every `unsafe` block is a `setsockopt`/`getsockopt` call on a file
 //! descriptor borrowed from a live socket, and carries a `// SAFETY:` comment.

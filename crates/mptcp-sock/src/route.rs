@@ -1,5 +1,7 @@
-//! Policy rules and routes over rtnetlink (what `ip rule` and `ip route`
-//! do), on one connection per process.
+//! Everything Tandem does over rtnetlink, in one place: policy rules and
+//! routes (what `ip rule` and `ip route` do), links and addresses (`ip
+//! link`, `ip addr`, [`link`]) and traffic control (`tc qdisc`, `tc class`,
+//! [`tc`]), all on the one connection type [`RouteNetlink`].
 //!
 //! [`RouteNetlink::shared`] hands out the process's connection: one
 //! `NETLINK_ROUTE` socket, opened in the calling thread's network namespace
@@ -8,9 +10,13 @@
 //! [`RouteNetlink::connect`] opens a private one, for a thread with its own
 //! runtime or in another namespace.
 //!
-//! The operations are typed: a [`Rule`] (`priority P [fwmark M/MASK] [iif
-//! DEV] lookup T`) and a [`Route`] (`[local] PREFIX [via GW] dev #IF table
-//! T`), for either [`Family`]. A kernel refusal is a [`RouteError::Kernel`]
+//! The operations are typed: a [`Rule`] (`priority P [from PREFIX] [fwmark
+//! M/MASK] [iif DEV] lookup T|blackhole`) and a [`Route`] (`[local] PREFIX
+//! [via GW] dev #IF [scope link] [src A] [congctl C] table T`), for either
+//! [`Family`]; a veth pair whose peer is created in another namespace
+//! ([`link::Veth`]), addresses, link state and counters; an htb root, htb
+//! class and bfifo queue ([`tc::Qdisc`], [`tc::HtbClass`]). A kernel
+//! refusal is a [`RouteError::Kernel`]
 //! carrying the operation and the kernel's errno (and its extended-ack text
 //! when it gave one), so that callers can tell "not there" (`ENOENT`,
 //! `ESRCH`) from real failures without reading strings.
@@ -22,13 +28,23 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use netlink_packet_core::{
     NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
-use rtnetlink::packet_route::route::{RouteMessage, RouteScope, RouteType};
+use rtnetlink::packet_route::route::{
+    RouteAttribute, RouteMessage, RouteMetric, RouteScope, RouteType,
+};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::RouteMessageBuilder;
 
 use crate::nl::{Conn, Failure, Shared};
+
+pub mod link;
+pub mod tc;
+
+/// The main routing table (`table main`).
+pub const MAIN_TABLE: u32 = 254;
+/// The local routing table (`table local`): local and broadcast addresses.
+pub const LOCAL_TABLE: u32 = 255;
 
 /// An address family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,6 +110,8 @@ pub struct FwMark {
 pub enum RuleTarget {
     /// Look the route up in this table (`lookup T`).
     Lookup(u32),
+    /// Drop the packet silently (`blackhole`): no route, no ICMP error.
+    Blackhole,
     /// Another action (`blackhole`, `goto`, …), by its `FR_ACT_*` number;
     /// only listed, never added by Tandem.
     Other(u8),
@@ -110,6 +128,8 @@ pub struct Rule {
     pub fwmark: Option<FwMark>,
     /// `iif` selector (input interface name), if any.
     pub iif: Option<String>,
+    /// `from` selector: source prefix (address, length), if any.
+    pub from: Option<(IpAddr, u8)>,
     /// What the rule does.
     pub target: RuleTarget,
 }
@@ -129,6 +149,20 @@ impl Rule {
             priority,
             fwmark: Some(FwMark { value: mark, mask }),
             iif: None,
+            from: None,
+            target: RuleTarget::Lookup(table),
+        }
+    }
+
+    /// `priority P from ADDR/LEN lookup TABLE`, of `addr`'s family.
+    #[must_use]
+    pub const fn from(priority: u32, addr: IpAddr, prefix_len: u8, table: u32) -> Self {
+        Self {
+            family: Family::of(&addr),
+            priority,
+            fwmark: None,
+            iif: None,
+            from: Some((addr, prefix_len)),
             target: RuleTarget::Lookup(table),
         }
     }
@@ -141,7 +175,23 @@ impl Rule {
             priority,
             fwmark: None,
             iif: Some(iif.into()),
+            from: None,
             target: RuleTarget::Lookup(table),
+        }
+    }
+
+    /// `priority P iif DEV blackhole`: what arrives on `DEV` to be
+    /// forwarded is dropped silently (delivery to this host's own
+    /// addresses still matches the `local` table's rule, priority 0).
+    #[must_use]
+    pub fn iif_blackhole(family: Family, priority: u32, iif: impl Into<String>) -> Self {
+        Self {
+            family,
+            priority,
+            fwmark: None,
+            iif: Some(iif.into()),
+            from: None,
+            target: RuleTarget::Blackhole,
         }
     }
 
@@ -157,9 +207,14 @@ impl Rule {
                     Err(_) => m.attributes.push(RuleAttribute::Table(table)),
                 }
             }
+            RuleTarget::Blackhole => m.header.action = RuleAction::Blackhole,
             RuleTarget::Other(a) => m.header.action = RuleAction::from(a),
         }
         m.attributes.push(RuleAttribute::Priority(self.priority));
+        if let Some((addr, len)) = self.from {
+            m.header.src_len = len;
+            m.attributes.push(RuleAttribute::Source(addr));
+        }
         if let Some(FwMark { value, mask }) = self.fwmark {
             m.attributes.push(RuleAttribute::FwMark(value));
             if let Some(mask) = mask {
@@ -180,7 +235,7 @@ impl Rule {
             _ => return None,
         };
         let mut table = u32::from(m.header.table);
-        let (mut priority, mut mark, mut mask, mut iif) = (0, None, None, None);
+        let (mut priority, mut mark, mut mask, mut iif, mut from) = (0, None, None, None, None);
         for a in &m.attributes {
             match a {
                 RuleAttribute::Table(t) => table = *t,
@@ -188,11 +243,13 @@ impl Rule {
                 RuleAttribute::FwMark(v) => mark = Some(*v),
                 RuleAttribute::FwMask(v) => mask = Some(*v),
                 RuleAttribute::Iifname(n) => iif = Some(n.clone()),
+                RuleAttribute::Source(a) => from = Some((*a, m.header.src_len)),
                 _ => {}
             }
         }
         let target = match m.header.action {
             RuleAction::ToTable => RuleTarget::Lookup(table),
+            RuleAction::Blackhole => RuleTarget::Blackhole,
             other => RuleTarget::Other(u8::from(other)),
         };
         Some(Self {
@@ -200,6 +257,7 @@ impl Rule {
             priority,
             fwmark: mark.map(|value| FwMark { value, mask }),
             iif,
+            from,
             target,
         })
     }
@@ -209,6 +267,9 @@ impl fmt::Display for Rule {
     /// Like `ip rule`: `ipv4 priority 91 fwmark 0x1000000/0xf000000 lookup 101`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} priority {}", self.family, self.priority)?;
+        if let Some((addr, len)) = self.from {
+            write!(f, " from {addr}/{len}")?;
+        }
         if let Some(m) = self.fwmark {
             write!(f, " fwmark {:#x}", m.value)?;
             if let Some(mask) = m.mask {
@@ -220,6 +281,7 @@ impl fmt::Display for Rule {
         }
         match self.target {
             RuleTarget::Lookup(t) => write!(f, " lookup {t}"),
+            RuleTarget::Blackhole => f.write_str(" blackhole"),
             RuleTarget::Other(a) => write!(f, " action {a}"),
         }
     }
@@ -235,6 +297,18 @@ pub enum RouteKind {
     Local,
 }
 
+/// How far a route's destination is (`scope`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Beyond a gateway (the default of a route with one).
+    Universe,
+    /// On the link itself (`scope link`): what `ip route` gives a unicast
+    /// route with no gateway, and what a gateway must be reachable by.
+    Link,
+    /// This host (`scope host`): local routes.
+    Host,
+}
+
 /// A route in one table (`ip route … table T`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Route {
@@ -246,10 +320,19 @@ pub struct Route {
     pub prefix_len: u8,
     /// Unicast or local.
     pub kind: RouteKind,
+    /// Scope.
+    pub scope: Scope,
     /// Output interface index.
     pub oif: Option<u32>,
     /// Next hop, of the destination's family (ignored otherwise).
     pub gateway: Option<IpAddr>,
+    /// Preferred source address (`src`), of the destination's family
+    /// (ignored otherwise).
+    pub prefsrc: Option<IpAddr>,
+    /// Congestion control of the connections using the route (`congctl
+    /// NAME`, the `RTAX_CC_ALGO` metric): it wins over the namespace's
+    /// default, as a socket option would.
+    pub congctl: Option<String>,
 }
 
 impl Route {
@@ -266,22 +349,88 @@ impl Route {
             destination: family.unspecified(),
             prefix_len: 0,
             kind: RouteKind::Unicast,
+            scope: Scope::Universe,
             oif: Some(oif),
             gateway,
+            prefsrc: None,
+            congctl: None,
         }
     }
 
     /// `local default dev #OIF table TABLE` (scope host).
     #[must_use]
     pub const fn local_default(family: Family, table: u32, oif: u32) -> Self {
+        Self::local(table, family.unspecified(), 0, oif)
+    }
+
+    /// `local DEST/LEN dev #OIF table TABLE` (scope host).
+    #[must_use]
+    pub const fn local(table: u32, destination: IpAddr, prefix_len: u8, oif: u32) -> Self {
         Self {
             table,
-            destination: family.unspecified(),
-            prefix_len: 0,
+            destination,
+            prefix_len,
             kind: RouteKind::Local,
+            scope: Scope::Host,
             oif: Some(oif),
             gateway: None,
+            prefsrc: None,
+            congctl: None,
         }
+    }
+
+    /// `DEST/LEN dev #OIF scope link table TABLE`: a destination on the
+    /// link, as `ip route add DEST/LEN dev DEV` makes it.
+    #[must_use]
+    pub const fn on_link(table: u32, destination: IpAddr, prefix_len: u8, oif: u32) -> Self {
+        Self {
+            table,
+            destination,
+            prefix_len,
+            kind: RouteKind::Unicast,
+            scope: Scope::Link,
+            oif: Some(oif),
+            gateway: None,
+            prefsrc: None,
+            congctl: None,
+        }
+    }
+
+    /// `DEST/LEN via GW table TABLE` (the kernel finds the interface).
+    #[must_use]
+    pub const fn via(table: u32, destination: IpAddr, prefix_len: u8, gateway: IpAddr) -> Self {
+        Self {
+            table,
+            destination,
+            prefix_len,
+            kind: RouteKind::Unicast,
+            scope: Scope::Universe,
+            oif: None,
+            gateway: Some(gateway),
+            prefsrc: None,
+            congctl: None,
+        }
+    }
+
+    /// The same route through interface `oif` (`dev`).
+    #[must_use]
+    pub const fn with_oif(mut self, oif: u32) -> Self {
+        self.oif = Some(oif);
+        self
+    }
+
+    /// The same route with preferred source address `src`.
+    #[must_use]
+    pub const fn with_prefsrc(mut self, src: IpAddr) -> Self {
+        self.prefsrc = Some(src);
+        self
+    }
+
+    /// The same route with congestion control `name` (`congctl cubic`).
+    #[must_use]
+    pub fn with_congctl(mut self, name: impl Into<String>) -> Self {
+        self.congctl = Some(name.into());
+        self
     }
 
     /// The route's family (its destination's).
@@ -292,36 +441,59 @@ impl Route {
 
     fn message(&self) -> RouteMessage {
         macro_rules! build {
-            ($builder:expr, $dest:expr, $gw:expr) => {{
+            ($builder:expr, $dest:expr, $gw:expr, $src:expr) => {{
                 let mut b = $builder
                     .destination_prefix($dest, self.prefix_len)
-                    .table_id(self.table);
+                    .table_id(self.table)
+                    .scope(match self.scope {
+                        Scope::Universe => RouteScope::Universe,
+                        Scope::Link => RouteScope::Link,
+                        Scope::Host => RouteScope::Host,
+                    });
                 if let Some(oif) = self.oif {
                     b = b.output_interface(oif);
                 }
                 if let Some(gw) = $gw {
                     b = b.gateway(gw);
                 }
+                if let Some(src) = $src {
+                    b = b.pref_source(src);
+                }
                 if self.kind == RouteKind::Local {
-                    b = b.kind(RouteType::Local).scope(RouteScope::Host);
+                    b = b.kind(RouteType::Local);
+                }
+                if let Some(cc) = &self.congctl {
+                    b.get_mut().attributes.push(RouteAttribute::Metrics(vec![
+                        RouteMetric::CcAlgo(cc.clone()),
+                    ]));
                 }
                 b.build()
             }};
         }
         match self.destination {
             IpAddr::V4(d) => {
-                let gw = match self.gateway {
+                let v4 = |a: Option<IpAddr>| match a {
                     Some(IpAddr::V4(g)) => Some(g),
                     _ => None,
                 };
-                build!(RouteMessageBuilder::<Ipv4Addr>::new(), d, gw)
+                build!(
+                    RouteMessageBuilder::<Ipv4Addr>::new(),
+                    d,
+                    v4(self.gateway),
+                    v4(self.prefsrc)
+                )
             }
             IpAddr::V6(d) => {
-                let gw = match self.gateway {
+                let v6 = |a: Option<IpAddr>| match a {
                     Some(IpAddr::V6(g)) => Some(g),
                     _ => None,
                 };
-                build!(RouteMessageBuilder::<Ipv6Addr>::new(), d, gw)
+                build!(
+                    RouteMessageBuilder::<Ipv6Addr>::new(),
+                    d,
+                    v6(self.gateway),
+                    v6(self.prefsrc)
+                )
             }
         }
     }
@@ -345,6 +517,15 @@ impl fmt::Display for Route {
         if let Some(oif) = self.oif {
             write!(f, " dev #{oif}")?;
         }
+        if self.scope == Scope::Link {
+            f.write_str(" scope link")?;
+        }
+        if let Some(src) = self.prefsrc {
+            write!(f, " src {src}")?;
+        }
+        if let Some(cc) = &self.congctl {
+            write!(f, " congctl {cc}")?;
+        }
         write!(f, " table {}", self.table)
     }
 }
@@ -364,6 +545,37 @@ pub enum RouteOp {
     ReplaceRoute(Route),
     /// Deleting a route.
     DeleteRoute(Route),
+    /// Looking a link up by name.
+    GetLink(String),
+    /// Adding a veth pair.
+    AddVeth {
+        /// This end's name.
+        name: String,
+        /// The peer's name.
+        peer: String,
+    },
+    /// Setting a link up or down.
+    SetLink {
+        /// Interface index.
+        index: u32,
+        /// Up (true) or down.
+        up: bool,
+    },
+    /// Adding an address to an interface.
+    AddAddress {
+        /// Interface index.
+        index: u32,
+        /// The address.
+        addr: IpAddr,
+        /// Its prefix length.
+        prefix_len: u8,
+    },
+    /// Adding a queueing discipline.
+    AddQdisc(tc::Qdisc),
+    /// Deleting an interface's root queueing discipline.
+    DeleteRootQdisc(u32),
+    /// Adding an htb class.
+    AddClass(tc::HtbClass),
 }
 
 impl fmt::Display for RouteOp {
@@ -375,6 +587,19 @@ impl fmt::Display for RouteOp {
             Self::AddRoute(r) => write!(f, "add route {r}"),
             Self::ReplaceRoute(r) => write!(f, "replace route {r}"),
             Self::DeleteRoute(r) => write!(f, "delete route {r}"),
+            Self::GetLink(name) => write!(f, "get link {name}"),
+            Self::AddVeth { name, peer } => write!(f, "add veth {name} peer {peer}"),
+            Self::SetLink { index, up } => {
+                write!(f, "set link #{index} {}", if *up { "up" } else { "down" })
+            }
+            Self::AddAddress {
+                index,
+                addr,
+                prefix_len,
+            } => write!(f, "add address {addr}/{prefix_len} dev #{index}"),
+            Self::AddQdisc(q) => write!(f, "add qdisc {q}"),
+            Self::DeleteRootQdisc(index) => write!(f, "delete root qdisc dev #{index}"),
+            Self::AddClass(c) => write!(f, "add class {c}"),
         }
     }
 }
@@ -392,8 +617,8 @@ pub enum RouteError {
         crate::pm::fmt_extack(.msg)
     )]
     Kernel {
-        /// What was asked.
-        op: RouteOp,
+        /// What was asked (boxed: a route or class is large).
+        op: Box<RouteOp>,
         /// The positive errno (e.g. `libc::EEXIST`).
         errno: i32,
         /// The kernel's extended-ack message, empty if it gave none.
@@ -402,14 +627,14 @@ pub enum RouteError {
     /// The connection died before the kernel answered.
     #[error("rtnetlink {op}: the netlink connection closed")]
     Closed {
-        /// What was asked.
-        op: RouteOp,
+        /// What was asked (boxed: a route or class is large).
+        op: Box<RouteOp>,
     },
     /// No complete answer in time.
     #[error("rtnetlink {op}: no answer from the kernel")]
     Timeout {
-        /// What was asked.
-        op: RouteOp,
+        /// What was asked (boxed: a route or class is large).
+        op: Box<RouteOp>,
     },
 }
 
@@ -423,11 +648,14 @@ impl RouteError {
         }
     }
 
-    /// Whether the kernel said the rule or route is not there (`ENOENT`,
-    /// `ESRCH`): what a best-effort removal ignores.
+    /// Whether the kernel said the rule, route, link or qdisc is not there
+    /// (`ENOENT`, `ESRCH`, `ENODEV`): what a best-effort removal ignores.
     #[must_use]
     pub fn is_not_found(&self) -> bool {
-        matches!(self.errno(), Some(libc::ENOENT | libc::ESRCH))
+        matches!(
+            self.errno(),
+            Some(libc::ENOENT | libc::ESRCH | libc::ENODEV)
+        )
     }
 }
 
@@ -472,13 +700,17 @@ impl RouteNetlink {
             Failure::Kernel { errno, msg } => {
                 tracing::debug!(%op, errno, %msg, "rtnetlink request failed");
                 RouteError::Kernel {
-                    op: op.clone(),
+                    op: Box::new(op.clone()),
                     errno,
                     msg,
                 }
             }
-            Failure::Closed => RouteError::Closed { op: op.clone() },
-            Failure::Timeout => RouteError::Timeout { op: op.clone() },
+            Failure::Closed => RouteError::Closed {
+                op: Box::new(op.clone()),
+            },
+            Failure::Timeout => RouteError::Timeout {
+                op: Box::new(op.clone()),
+            },
         })
     }
 
@@ -563,7 +795,6 @@ impl RouteNetlink {
 mod tests {
     use super::*;
     use netlink_packet_core::{Emitable, ParseableParametrized};
-    use rtnetlink::packet_route::route::RouteAttribute;
 
     #[test]
     fn rule_message_round_trips() {
@@ -571,6 +802,8 @@ mod tests {
             Rule::fwmark(Family::V4, 91, 0x0100_0000, Some(0x0f00_0000), 101),
             Rule::fwmark(Family::V6, 90, 0x1, None, 100),
             Rule::iif(Family::V4, 93, "lan0", 300),
+            Rule::from(100, "10.64.1.2".parse().unwrap(), 32, 10),
+            Rule::iif_blackhole(Family::V4, 10, "cpe0"),
         ];
         for r in rules {
             let m = RouteNetlinkMessage::NewRule(r.message());
@@ -615,9 +848,59 @@ mod tests {
     }
 
     #[test]
+    fn routes_carry_scope_source_and_congestion_control() {
+        let src: IpAddr = "192.168.100.1".parse().unwrap();
+        let r = Route::on_link(MAIN_TABLE, "192.168.100.0".parse().unwrap(), 24, 7)
+            .with_prefsrc(src)
+            .with_congctl("cubic");
+        let m = r.message();
+        assert_eq!(m.header.scope, RouteScope::Link);
+        assert_eq!(m.header.kind, RouteType::Unicast);
+        assert_eq!(m.header.destination_prefix_length, 24);
+        assert!(m.attributes.contains(&RouteAttribute::Oif(7)));
+        assert!(m
+            .attributes
+            .contains(&RouteAttribute::Metrics(vec![RouteMetric::CcAlgo(
+                "cubic".into()
+            )])));
+        assert!(m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::PrefSource(_))));
+        assert_eq!(
+            r.to_string(),
+            "192.168.100.0/24 dev #7 scope link src 192.168.100.1 congctl cubic table 254"
+        );
+        let via = Route::via(
+            20,
+            "10.64.2.0".parse().unwrap(),
+            24,
+            "10.65.2.1".parse().unwrap(),
+        );
+        let m = via.message();
+        assert_eq!(m.header.scope, RouteScope::Universe);
+        assert!(!m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Oif(_))));
+        let lo = Route::local(LOCAL_TABLE, Ipv4Addr::LOCALHOST.into(), 32, 1).message();
+        assert_eq!(
+            (lo.header.kind, lo.header.scope),
+            (RouteType::Local, RouteScope::Host)
+        );
+        assert_eq!(lo.header.table, 255);
+    }
+
+    #[test]
     fn errors_name_the_operation_and_errno() {
         let e = RouteError::Kernel {
-            op: RouteOp::AddRule(Rule::fwmark(Family::V4, 91, 0x100, Some(0xf00), 101)),
+            op: Box::new(RouteOp::AddRule(Rule::fwmark(
+                Family::V4,
+                91,
+                0x100,
+                Some(0xf00),
+                101,
+            ))),
             errno: libc::EEXIST,
             msg: String::new(),
         };
@@ -629,7 +912,11 @@ mod tests {
         assert!(s.contains("os error 17"), "{s}");
         assert!(!e.is_not_found());
         let gone = RouteError::Kernel {
-            op: RouteOp::DeleteRoute(Route::local_default(Family::V4, 100, 1)),
+            op: Box::new(RouteOp::DeleteRoute(Route::local_default(
+                Family::V4,
+                100,
+                1,
+            ))),
             errno: libc::ESRCH,
             msg: String::new(),
         };
