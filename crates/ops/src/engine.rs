@@ -224,6 +224,17 @@ impl Engine {
         n
     }
 
+    /// The homes on home `i`'s line card (itself included).
+    fn card_homes(&self, i: usize) -> Vec<usize> {
+        let card = self.inventory.row(i).card;
+        self.inventory
+            .cabinet_homes(i)
+            .iter()
+            .copied()
+            .filter(|&j| self.inventory.row(j).card == card)
+            .collect()
+    }
+
     fn fleet_probe_fail_share(&self, now_ms: u64) -> f64 {
         let minute = now_ms / 60_000;
         if let Some((m, share)) = self.fleet_share.get() {
@@ -427,14 +438,7 @@ impl Engine {
                 }
             ));
             let cab = self.neighbours(self.inventory.cabinet_homes(i), i, now_ms);
-            let card_homes: Vec<usize> = self
-                .inventory
-                .cabinet_homes(i)
-                .iter()
-                .copied()
-                .filter(|&j| self.inventory.row(j).card == row.card)
-                .collect();
-            let crd = self.neighbours(&card_homes, i, now_ms);
+            let crd = self.neighbours(&self.card_homes(i), i, now_ms);
             ev.push(format!(
                 "{} of {} other reporting lines on cabinet {} lost sync too",
                 cab.lost, cab.reporting, row.cabinet
@@ -490,14 +494,7 @@ impl Engine {
                 "DSL: {} retrain(s) in 30 min, {:.0} CRC/min, {} severely errored s in 10 min; margin {:.1} dB down / {:.1} dB up ({:+.1} / {:+.1} against this line's normal); attenuation {:.1} dB ({:+.1})",
                 f.retrains_30m, f.crc_per_min_10m, f.ses_10m, f.ds_margin, f.us_margin, f.ds_margin_delta, f.us_margin_delta, f.ds_atn, f.atn_delta
             ));
-            let card_homes: Vec<usize> = self
-                .inventory
-                .cabinet_homes(i)
-                .iter()
-                .copied()
-                .filter(|&j| self.inventory.row(j).card == row.card)
-                .collect();
-            let crd = self.neighbours(&card_homes, i, now_ms);
+            let crd = self.neighbours(&self.card_homes(i), i, now_ms);
             let card_bad = crd.lost + crd.degraded;
             if crd.reporting >= 2
                 && card_bad >= 2
