@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use hybrid::{Dispatch, Location};
+use hybrid::Location;
 use ops::engine::Group;
 use ops::inventory::{Inventory, Row};
 use ops::{baseline, Engine, Settings};
@@ -170,9 +170,10 @@ pub struct Evaluation {
     pub detail: Vec<Ticket>,
 }
 
+/// A truck of the wrong type, a truck where none was needed, or none where
+/// one was.
 fn wrong_tech(a: Location, truth: Location) -> bool {
-    let (p, t): (Dispatch, Dispatch) = (a.dispatch(), truth.dispatch());
-    p != t
+    a.dispatch() != truth.dispatch()
 }
 
 /// Runs one campaign.

@@ -106,13 +106,38 @@ pub struct Engine {
 #[error("subscriber {0:?} is not in the inventory")]
 pub struct UnknownSubscriber(pub String);
 
+/// What the other homes of a cabinet, a line card or a cell show now.
 struct Neighbours {
     reporting: u32,
     lost: u32,
     degraded: u32,
     lte_down: u32,
     lte_bad: u32,
-    probes_fail: u32,
+}
+
+impl Neighbours {
+    /// Whether `bad` of them, and this home, are at least 60 % of the
+    /// reporting homes counting this one.
+    fn most_with_me(&self, bad: u32) -> bool {
+        f64::from(bad + 1) >= 0.6 * f64::from(self.reporting + 1)
+    }
+
+    /// Most of them lost sync with this home (at least two others).
+    fn lost_sync(&self) -> bool {
+        self.lost >= 2 && self.most_with_me(self.lost)
+    }
+
+    /// Most of them lost sync or err with this home (at least two others
+    /// of at least two reporting): a failing line card.
+    fn failing(&self) -> bool {
+        let bad = self.lost + self.degraded;
+        self.reporting >= 2 && bad >= 2 && self.most_with_me(bad)
+    }
+
+    /// Whether `n` of the others are at least `frac` of those reporting.
+    fn share_at_least(&self, n: u32, frac: f64) -> bool {
+        self.reporting > 0 && f64::from(n) >= frac * f64::from(self.reporting)
+    }
 }
 
 impl Engine {
@@ -187,7 +212,7 @@ impl Engine {
 
     /// Upstream failure ratio over the last 5 minutes, if anything was tried.
     fn upstream_error_ratio(&self, now_ms: u64) -> Option<f64> {
-        let from = now_ms / 60_000 - 5;
+        let from = (now_ms / 60_000).saturating_sub(5);
         let (c, e) = self
             .hag
             .minutes
@@ -204,7 +229,6 @@ impl Engine {
             degraded: 0,
             lte_down: 0,
             lte_bad: 0,
-            probes_fail: 0,
         };
         for &j in homes {
             if j == me {
@@ -219,7 +243,6 @@ impl Engine {
             n.degraded += u32::from(f.showtime && f.dsl_degraded());
             n.lte_down += u32::from(f.lte_down());
             n.lte_bad += u32::from(f.lte_bad());
-            n.probes_fail += u32::from(f.probes_fail_both());
         }
         n
     }
@@ -262,11 +285,6 @@ impl Engine {
         } else {
             f64::from(fail) / f64::from(n)
         }
-    }
-
-    /// Diagnoses subscriber `name` at `now_ms`.
-    pub fn diagnose_name(&self, name: &str, now_ms: u64) -> Option<Diagnosis> {
-        self.inventory.index(name).map(|i| self.diagnose(i, now_ms))
     }
 
     /// Diagnoses home `i` at `now_ms`.
@@ -351,7 +369,7 @@ impl Engine {
                     "{} of {} other reporting lines on cabinet {} lost sync",
                     cab.lost, cab.reporting, row.cabinet
                 ));
-                if cab.lost >= 2 && f64::from(cab.lost + 1) >= 0.6 * f64::from(cab.reporting + 1) {
+                if cab.lost_sync() {
                     return d(Location::Cabinet, "cabinet-power", "send one outside-plant technician to the cabinet; one job for all its lines", 0.7, cabinet, "silent-cabinet-lost", ev);
                 }
                 return d(
@@ -443,14 +461,11 @@ impl Engine {
                 "{} of {} other reporting lines on cabinet {} lost sync too",
                 cab.lost, cab.reporting, row.cabinet
             ));
-            if cab.lost >= 2 && f64::from(cab.lost + 1) >= 0.6 * f64::from(cab.reporting + 1) {
+            if cab.lost_sync() {
                 return d(Location::Cabinet, "cabinet-power", "send one outside-plant technician to the cabinet (power or backhaul); one job for all its lines", 0.9, cabinet, "cabinet-lost-sync", ev);
             }
             let card_bad = crd.lost + crd.degraded;
-            if crd.reporting >= 2
-                && card_bad >= 2
-                && f64::from(card_bad + 1) >= 0.6 * f64::from(crd.reporting + 1)
-            {
+            if crd.failing() {
                 ev.push(format!(
                     "{} of {} other lines on card {} of {} lost sync or err",
                     card_bad, crd.reporting, row.card, row.cabinet
@@ -496,10 +511,7 @@ impl Engine {
             ));
             let crd = self.neighbours(&self.card_homes(i), i, now_ms);
             let card_bad = crd.lost + crd.degraded;
-            if crd.reporting >= 2
-                && card_bad >= 2
-                && f64::from(card_bad + 1) >= 0.6 * f64::from(crd.reporting + 1)
-            {
+            if crd.failing() {
                 ev.push(format!(
                     "{} of {} other lines on card {} of cabinet {} are degraded or down at the same time",
                     card_bad, crd.reporting, row.card, row.cabinet
@@ -513,9 +525,7 @@ impl Engine {
                 return d(Location::Cabinet, "line-card", "send one outside-plant technician to replace the line card; one job for its lines", 0.85, card, "card-degraded", ev);
             }
             let cab = self.neighbours(self.inventory.cabinet_homes(i), i, now_ms);
-            if cab.reporting >= 4
-                && f64::from(cab.degraded + cab.lost + 1) >= 0.6 * f64::from(cab.reporting + 1)
-            {
+            if cab.reporting >= 4 && cab.most_with_me(cab.degraded + cab.lost) {
                 ev.push(format!(
                     "{} of {} other lines on cabinet {} are degraded",
                     cab.degraded + cab.lost,
@@ -634,7 +644,7 @@ impl Engine {
             let nb = self.neighbours(self.inventory.cell_homes(i), i, now_ms);
             if f.lte_down() {
                 ev.push("the mobile link is down (modem not registered or probes failing)".into());
-                if nb.reporting > 0 && f64::from(nb.lte_down) >= 0.5 * f64::from(nb.reporting) {
+                if nb.share_at_least(nb.lte_down, 0.5) {
                     ev.push(format!(
                         "{} of {} other homes in cell {} lost it too",
                         nb.lte_down, nb.reporting, row.cell
@@ -654,7 +664,7 @@ impl Engine {
                     "the mobile link is slow or lossy: {:+.0} ms round trip against its normal, {:.1} % loss",
                     f.lte_rtt_delta, f.lte_loss_5m
                 ));
-                if nb.reporting > 0 && f64::from(nb.lte_bad) >= 0.4 * f64::from(nb.reporting) {
+                if nb.share_at_least(nb.lte_bad, 0.4) {
                     ev.push(format!(
                         "{} of {} other homes in cell {} see the same",
                         nb.lte_bad, nb.reporting, row.cell

@@ -23,18 +23,12 @@ pub struct Features {
     pub no_signal: bool,
     /// Minutes with no signal in the last 10.
     pub no_signal_min_10m: u32,
-    /// Retrains in the last 10 / 30 / 60 minutes.
-    pub retrains_10m: u32,
     /// Retrains in the last 30 minutes.
     pub retrains_30m: u32,
-    /// Retrains in the last 60 minutes.
-    pub retrains_60m: u32,
     /// CRC per minute over the last 10 minutes.
     pub crc_per_min_10m: f64,
     /// FEC per minute over the last 10 minutes.
     pub fec_per_min_10m: f64,
-    /// Errored seconds in the last 10 minutes.
-    pub es_10m: u32,
     /// Severely errored seconds in the last 10 minutes.
     pub ses_10m: u32,
     /// Minutes of the last 10 with CRC errors above 30.
@@ -43,16 +37,10 @@ pub struct Features {
     pub ds_margin: f64,
     /// Upstream margin now, dB.
     pub us_margin: f64,
-    /// Lowest upstream margin over the last 30 minutes, dB.
-    pub us_margin_min_30m: f64,
-    /// Lowest downstream margin over the last 30 minutes, dB.
-    pub ds_margin_min_30m: f64,
     /// Downstream attenuation now, dB.
     pub ds_atn: f64,
     /// Attenuation now less the reference, dB.
     pub atn_delta: f64,
-    /// Attenuation slope over the last 30 minutes, dB per 10 minutes.
-    pub atn_slope: f64,
     /// Current rate less the reference, share of the reference (negative: slower).
     pub rate_change: f64,
     /// Downstream margin now less the reference, dB.
@@ -61,9 +49,6 @@ pub struct Features {
     pub us_margin_delta: f64,
     /// Number of separate low-margin or retrain episodes in the last 60 minutes.
     pub episodes_60m: u32,
-    /// Minutes the attenuation took to rise from 30 % to 80 % of its
-    /// present excess over the reference (0 for a step).
-    pub atn_rise_min: f64,
     /// Attenuation now less its lowest of 2 to 5 minutes ago, dB (still rising?).
     pub atn_recent_rise: f64,
     /// The largest rise of the attenuation from one minute to the next over
@@ -87,8 +72,6 @@ pub struct Features {
     pub lte_probe_up: bool,
     /// Mobile modem registered in the last report.
     pub registered: bool,
-    /// Minutes of the last 10 with the mobile link down or unregistered.
-    pub lte_down_min_10m: u32,
     /// Mobile round trip over the last 5 minutes less the reference, ms.
     pub lte_rtt_delta: f64,
     /// Worst mobile loss over the last 5 minutes, percent.
@@ -97,20 +80,6 @@ pub struct Features {
     pub via_lte: bool,
     /// Minutes of history.
     pub minutes: u32,
-}
-
-fn slope(points: &[(f64, f64)]) -> f64 {
-    let n = points.len() as f64;
-    if n < 3.0 {
-        return 0.0;
-    }
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    if sxx == 0.0 {
-        return 0.0;
-    }
-    points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx
 }
 
 impl Features {
@@ -137,19 +106,13 @@ impl Features {
         let window = |m: u64| h.since(now_min.saturating_sub(m));
         let sum = |m: u64, g: fn(&Bucket) -> u64| window(m).map(g).sum::<u64>();
         f.boots_30m = sum(30, |b| u64::from(b.boots)) as u32;
-        f.retrains_10m = sum(10, |b| u64::from(b.retrains)) as u32;
         f.retrains_30m = sum(30, |b| u64::from(b.retrains)) as u32;
-        f.retrains_60m = sum(60, |b| u64::from(b.retrains)) as u32;
         f.no_signal_min_10m = window(10).filter(|b| b.no_signal > 0).count() as u32;
         let minutes_10 = window(10).count().max(1) as f64;
         f.crc_per_min_10m = sum(10, |b| u64::from(b.crc)) as f64 / minutes_10;
         f.fec_per_min_10m = sum(10, |b| u64::from(b.fec)) as f64 / minutes_10;
-        f.es_10m = sum(10, |b| u64::from(b.es)) as u32;
         f.ses_10m = sum(10, |b| u64::from(b.ses)) as u32;
         f.err_minutes_10m = window(10).filter(|b| b.crc > 30).count() as u32;
-        f.lte_down_min_10m = window(10)
-            .filter(|b| b.reports > 0 && (b.lte_probe_up < b.reports || b.registered < b.reports))
-            .count() as u32;
         let r = &h.reference;
         // Gauges: the last showtime minute.
         if let Some(b) = h.buckets.iter().rev().find(|b| b.showtime > 0) {
@@ -165,29 +128,6 @@ impl Features {
                 }
             }
         }
-        let show30: Vec<&Bucket> = window(30).filter(|b| b.showtime > 0).collect();
-        f.us_margin_min_30m = show30
-            .iter()
-            .map(|b| f64::from(b.us_margin_min))
-            .fold(f64::INFINITY, f64::min);
-        f.ds_margin_min_30m = show30
-            .iter()
-            .map(|b| f64::from(b.ds_margin_min))
-            .fold(f64::INFINITY, f64::min);
-        if show30.is_empty() {
-            f.us_margin_min_30m = 0.0;
-            f.ds_margin_min_30m = 0.0;
-        }
-        let pts: Vec<(f64, f64)> = show30
-            .iter()
-            .map(|b| {
-                (
-                    (b.minute as f64 - now_min as f64) / 10.0,
-                    f64::from(b.ds_atn),
-                )
-            })
-            .collect();
-        f.atn_slope = slope(&pts);
         // Episodes: runs of bad minutes (a retrain, or either margin 5 dB
         // under the reference), each ended only by a minute back within
         // 1.5 dB of it.
@@ -225,10 +165,6 @@ impl Features {
                 .map(|b| (b.minute, f64::from(b.ds_atn) - r.ds_atn))
                 .collect();
             f.atn_max_jump = show.windows(2).map(|w| w[1].1 - w[0].1).fold(0.0, f64::max);
-            let first = |frac: f64| show.iter().find(|p| p.1 >= frac * f.atn_delta).map(|p| p.0);
-            if let (Some(a), Some(b)) = (first(0.3), first(0.8)) {
-                f.atn_rise_min = b.saturating_sub(a) as f64;
-            }
             let before = show
                 .iter()
                 .filter(|p| p.0 + 5 >= now_min && p.0 + 2 <= now_min)

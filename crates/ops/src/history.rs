@@ -168,14 +168,14 @@ impl Home {
         let c = &self.counters;
         let same_boot = c.boot_id == r.boot_id;
         let in_order = !same_boot || r.seq > c.seq;
-        let boot = r.has_event("boot")
+        let boot = r.events.contains(&Event::Boot)
             || (!c.boot_id.is_empty() && !same_boot && r.seq <= 3)
             || (same_boot && r.uptime_s + 5 < c.uptime_s);
         let mut crc = 0;
         let mut fec = 0;
         let mut es = 0;
         let mut ses = 0;
-        let mut retrain = r.events.iter().any(|e| matches!(e, Event::Retrain));
+        let mut retrain = r.events.contains(&Event::Retrain);
         let showtime = r.dsl.as_ref().is_some_and(|d| d.in_showtime());
         if let Some(d) = &r.dsl {
             let t = &d.channel.stats.total;
@@ -214,7 +214,7 @@ impl Home {
             .dsl
             .as_ref()
             .is_some_and(|d| d.link_status == LinkStatus::NoSignal);
-        let gasp = r.has_event("dying_gasp");
+        let gasp = r.events.contains(&Event::DyingGasp);
         let last = Last {
             showtime,
             no_signal,
@@ -252,15 +252,15 @@ impl Home {
         b.fec = b.fec.saturating_add(u32::try_from(fec).unwrap_or(u32::MAX));
         b.es = b.es.saturating_add(sat16(es));
         b.ses = b.ses.saturating_add(sat16(ses));
-        b.retrains += u16::from(retrain);
-        b.boots += u16::from(boot);
+        b.retrains = b.retrains.saturating_add(u16::from(retrain));
+        b.boots = b.boots.saturating_add(u16::from(boot));
         b.gasp |= gasp;
-        b.no_signal += u16::from(no_signal);
-        b.registered += u16::from(registered);
-        b.lan_carrier += u16::from(r.lan.carrier);
-        b.via_lte += u16::from(last.via_lte);
+        b.no_signal = b.no_signal.saturating_add(u16::from(no_signal));
+        b.registered = b.registered.saturating_add(u16::from(registered));
+        b.lan_carrier = b.lan_carrier.saturating_add(u16::from(r.lan.carrier));
+        b.via_lte = b.via_lte.saturating_add(u16::from(last.via_lte));
         if showtime {
-            b.showtime += 1;
+            b.showtime = b.showtime.saturating_add(1);
             b.ds_margin_min = if b.showtime == 1 {
                 last.ds_margin as f32
             } else {
@@ -275,11 +275,11 @@ impl Home {
             b.ds_rate = last.ds_rate as f32;
         }
         if let Some(l) = dsl_probe {
-            b.dsl_probe_up += u16::from(l.up);
+            b.dsl_probe_up = b.dsl_probe_up.saturating_add(u16::from(l.up));
             b.dsl_loss = b.dsl_loss.max(l.loss_pct as f32);
         }
         if let Some(l) = lte_probe {
-            b.lte_probe_up += u16::from(l.up);
+            b.lte_probe_up = b.lte_probe_up.saturating_add(u16::from(l.up));
             b.lte_loss = b.lte_loss.max(l.loss_pct as f32);
             if let Some(rtt) = l.rtt_ms.filter(|_| l.up) {
                 let n = f32::from(b.lte_probe_up);

@@ -51,8 +51,6 @@ pub struct Row {
 pub struct Inventory {
     rows: Vec<Row>,
     by_name: HashMap<String, usize>,
-    cabinets: Vec<String>,
-    cells: Vec<String>,
     cabinet_of: Vec<u32>,
     cell_of: Vec<u32>,
     cabinet_homes: Vec<Vec<usize>>,
@@ -97,14 +95,12 @@ impl Inventory {
             }
             let n = inv.rows.len();
             let c = *cab_ix.entry(r.cabinet.clone()).or_insert_with(|| {
-                inv.cabinets.push(r.cabinet.clone());
                 inv.cabinet_homes.push(Vec::new());
-                (inv.cabinets.len() - 1) as u32
+                (inv.cabinet_homes.len() - 1) as u32
             });
             let x = *cell_ix.entry(r.cell.clone()).or_insert_with(|| {
-                inv.cells.push(r.cell.clone());
                 inv.cell_homes.push(Vec::new());
-                (inv.cells.len() - 1) as u32
+                (inv.cell_homes.len() - 1) as u32
             });
             inv.cabinet_homes[c as usize].push(n);
             inv.cell_homes[x as usize].push(n);
@@ -169,28 +165,6 @@ impl Inventory {
     pub fn cell_homes(&self, i: usize) -> &[usize] {
         &self.cell_homes[self.cell_of[i] as usize]
     }
-
-    /// Cabinet names.
-    pub fn cabinets(&self) -> &[String] {
-        &self.cabinets
-    }
-
-    /// Cell names.
-    pub fn cells(&self) -> &[String] {
-        &self.cells
-    }
-
-    /// The homes on a named cabinet.
-    pub fn homes_on_cabinet(&self, cabinet: &str) -> Option<&[usize]> {
-        let c = self.cabinets.iter().position(|c| c == cabinet)?;
-        Some(&self.cabinet_homes[c])
-    }
-
-    /// The homes in a named cell.
-    pub fn homes_in_cell(&self, cell: &str) -> Option<&[usize]> {
-        let c = self.cells.iter().position(|c| c == cell)?;
-        Some(&self.cell_homes[c])
-    }
 }
 
 #[cfg(test)]
@@ -207,7 +181,7 @@ mod tests {
         let h2 = inv.index("home-2").unwrap();
         assert_eq!(inv.cabinet_homes(h2).len(), 2);
         assert_eq!(inv.cell_homes(h2).len(), 1);
-        assert_eq!(inv.homes_in_cell("cell-1").unwrap().len(), 2);
+        assert_eq!(inv.cell_homes(inv.index("home-3").unwrap()).len(), 2);
     }
 
     #[test]

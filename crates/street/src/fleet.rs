@@ -140,6 +140,18 @@ impl ImpKey {
             i64::from(i.cut),
         ])
     }
+
+    /// The impairment at the key's resolution: one key, one channel.
+    fn impairment(self) -> Impairment {
+        let [loss, noise, low, disturbers, cut] = self.0;
+        Impairment {
+            extra_loss_db: loss as f64 / 10.0,
+            noise_db: noise as f64 / 10.0,
+            low_band_noise_db: low as f64 / 2.0,
+            extra_disturbers: u32::try_from(disturbers).unwrap_or(0),
+            cut: cut != 0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -418,7 +430,7 @@ impl Fleet {
                 s.cpe.gasped = true;
                 if gasp {
                     s.cpe.events.push(Event::DyingGasp);
-                    return self.report(i, t, now_ms, true).map(Delivery::Sent);
+                    return Some(Delivery::Sent(self.report(i, t, now_ms)));
                 }
             }
             return None;
@@ -435,9 +447,9 @@ impl Fleet {
             s.cpe.lan_carrier = carrier;
             s.cpe.events.push(Event::LanCarrier { up: carrier });
         }
-        let r = self.report(i, t, now_ms, false)?;
+        let r = self.report(i, t, now_ms);
         let s = &self.homes[i];
-        let reachable = s.modem.showtime_since.is_some() && !e.dsl_loss_pct.ge(&100.0)
+        let reachable = s.modem.showtime_since.is_some() && e.dsl_loss_pct < 100.0
             || (!e.lte_down && t >= s.cpe.flap_until);
         Some(if reachable {
             Delivery::Sent(r)
@@ -447,13 +459,11 @@ impl Fleet {
     }
 
     fn modem_step(&mut self, i: usize, t: f64, dt: f64, e: &Effect) {
-        let mut imp = e.line;
         let burst = t < self.homes[i].cpe.burst_until;
         let s = &mut self.homes[i];
-        let key = ImpKey::of(&imp);
+        let key = ImpKey::of(&e.line);
         if s.modem.cache.as_ref().is_none_or(|(k, _)| *k != key) {
-            imp.noise_db = f64::from(key.0[1] as i32) / 10.0;
-            s.modem.cache = Some((key, s.home.pair.channel(&imp)));
+            s.modem.cache = Some((key, s.home.pair.channel(&key.impairment())));
         }
         let Some((_, ch)) = s.modem.cache.as_ref() else {
             return;
@@ -570,7 +580,7 @@ impl Fleet {
         }
     }
 
-    fn report(&mut self, i: usize, t: f64, now_ms: u64, gasp_only: bool) -> Option<Report> {
+    fn report(&mut self, i: usize, t: f64, now_ms: u64) -> Report {
         let e_noise = (
             normal(&mut self.rng, 0.0, 1.0),
             normal(&mut self.rng, 0.0, 2.0),
@@ -648,7 +658,6 @@ impl Fleet {
                 },
             }
         });
-        let _ = gasp_only;
         let home = &s.home;
         let links = Link::ALL
             .into_iter()
@@ -677,7 +686,7 @@ impl Fleet {
             Link::Lte
         };
         let registered = !s.cond.lte_off;
-        let r = Report {
+        Report {
             schema: SCHEMA,
             subscriber: home.name.clone(),
             boot_id: s.cpe.boot_id.clone(),
@@ -706,8 +715,7 @@ impl Fleet {
                 }),
                 cell_id: registered.then(|| Self::cell_name(home.cell)),
             }),
-        };
-        Some(r)
+        }
     }
 }
 

@@ -4,10 +4,11 @@
 //! the way real CPEs do ([`fleet`]), and seeded fault campaigns with their
 //! ground truth ([`campaign`]).
 //!
-//! `tandem lab` uses the line model and the faults to set the real shaped
-//! rate, loss and cuts of its links and the readings of its modems; the ops
-//! benchmark runs ops' diagnosis on simulated campaigns of thousands of
-//! homes. Ops itself never uses this crate: it sees only reports.
+//! The ops benchmark (`tandem ops bench`) runs ops' diagnosis on simulated
+//! campaigns of thousands of homes; the lab's street (still to come) is to
+//! set its links' real shaped rate, loss and cuts and its modems' readings
+//! from the same model and faults. Ops itself never uses this crate: it sees
+//! only reports.
 //!
 //! What it does not do: any I/O. Everything is deterministic given a seed.
 #![forbid(unsafe_code)]

@@ -10,9 +10,10 @@
 //!
 //! A report is authenticated with the subscriber's credential: ops and the
 //! CPE derive a key from it ([`key`]) and the CPE sends the keyed BLAKE3 of
-//! the body ([`sign`], [`verify`]). Replays are refused by ops with the
-//! report's `(boot_id, seq)`: a new boot has a new random `boot_id`, and
-//! `seq` grows within one.
+//! the body ([`sign`], [`verify`]). Each report names itself with `(boot_id, seq)`: a
+//! new boot has a new random `boot_id`, and `seq` grows within one, so the
+//! ingest can refuse a replayed report (ops' HTTP ingest, still to come,
+//! does that check; this crate only carries the fields).
 //!
 //! What it does not do: any I/O. [`Report::parse`] bounds the input (size,
 //! string lengths, counts) and checks every field's range, so hostile input
@@ -432,11 +433,6 @@ impl Report {
     /// The probes' view of `link`, if reported.
     pub fn link(&self, link: Link) -> Option<&LinkReport> {
         self.links.iter().find(|l| l.link == link)
-    }
-
-    /// Whether the report carries `kind` (by [`Event::name`]).
-    pub fn has_event(&self, name: &str) -> bool {
-        self.events.iter().any(|e| e.name() == name)
     }
 
     /// The report as one JSON line.
