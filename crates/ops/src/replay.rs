@@ -23,7 +23,7 @@ pub const MAX_LINE: usize = telemetry::hag::MAX_HAG_REPORT_BYTES;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading failed.
-    #[error("reading line {line}: {source}")]
+    #[error("reading line {line}")]
     Io {
         /// 1-based line.
         line: u64,
@@ -31,7 +31,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A line is not a report (with its line number).
-    #[error("line {line}: {source}")]
+    #[error("line {line}")]
     Report {
         /// 1-based line.
         line: u64,
@@ -42,7 +42,7 @@ pub enum Error {
     #[error("line {0} is longer than {MAX_LINE} bytes")]
     TooLong(u64),
     /// A report from a subscriber not in the inventory.
-    #[error("line {line}: {source}")]
+    #[error("line {line}")]
     Unknown {
         /// 1-based line.
         line: u64,

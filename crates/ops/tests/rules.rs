@@ -544,7 +544,11 @@ fn replay_reads_json_lines_and_prints_the_changes() {
     // A bad line is an error with its number, not a crash.
     let mut engine = Engine::new(Inventory::default(), Settings::default());
     let e = ops::replay::replay(&mut engine, &b"{\"schema\":1}\n"[..], |_| {}).unwrap_err();
-    assert!(e.to_string().starts_with("line 1:"), "{e}");
+    assert_eq!(e.to_string(), "line 1");
+    let cause = std::error::Error::source(&e).unwrap().to_string();
+    assert!(cause.starts_with("malformed report:"), "{cause}");
     let e = ops::replay::replay(&mut engine, &b"\n\nnot json\n"[..], |_| {}).unwrap_err();
-    assert!(e.to_string().starts_with("line 3:"), "{e}");
+    assert_eq!(e.to_string(), "line 3");
+    let cause = std::error::Error::source(&e).unwrap().to_string();
+    assert!(cause.starts_with("malformed report:"), "{cause}");
 }

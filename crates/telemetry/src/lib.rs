@@ -47,9 +47,9 @@ pub enum Error {
     /// Larger than [`MAX_REPORT_BYTES`].
     #[error("report of {0} bytes is larger than the {MAX_REPORT_BYTES}-byte limit")]
     TooLarge(usize),
-    /// Not JSON of the report's shape.
+    /// Not JSON of the report's shape (the parser's message says where).
     #[error("malformed report: {0}")]
-    Malformed(#[from] serde_json::Error),
+    Malformed(serde_json::Error),
     /// A schema version this build does not read.
     #[error("report schema {0} is not supported (this build reads {SCHEMA})")]
     Schema(u32),
@@ -64,6 +64,14 @@ pub enum Error {
     /// The signature does not match the body.
     #[error("report signature does not match")]
     BadSignature,
+}
+
+// By hand rather than `#[from]`: the message already carries the parser's
+// words, and a source would print them twice in an error chain.
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Malformed(e)
+    }
 }
 
 fn field(field: &'static str, problem: impl Into<String>) -> Error {
