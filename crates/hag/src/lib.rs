@@ -283,10 +283,15 @@ impl Server {
             );
         }
         let m = metrics.clone();
+        let limits = state.limits.clone();
         // Not ready once it stops accepting (draining).
         let health = admin::Health::new(true);
-        let admin_task =
-            admin::Admin::new(Arc::new(move || m.render()), health.clone()).spawn(admin);
+        let render = move || {
+            m.pending
+                .set(i64::try_from(limits.pending_handshakes()).unwrap_or(i64::MAX));
+            m.render()
+        };
+        let admin_task = admin::Admin::new(Arc::new(render), health.clone()).spawn(admin);
         let probe_task = probe.map(|sock| tokio::spawn(probe::serve(sock, state.clone())));
         let (watcher_thread, poke) = watcher.unzip();
         let reload_task = tokio::spawn(apply_reloads(state.clone(), reload, poke, health.clone()));

@@ -77,6 +77,8 @@ struct Sub {
 struct Inner {
     subs: HashMap<SubKey, Sub>,
     sources: HashMap<IpAddr, u32>,
+    /// Pending slots held now, over all subscribers.
+    pending: u64,
 }
 
 /// Which limit refused.
@@ -143,6 +145,7 @@ impl Drop for Slot {
                 if let Some(s) = g.subs.get_mut(&id) {
                     s.pending = s.pending.saturating_sub(1);
                 }
+                g.pending = g.pending.saturating_sub(1);
             }
             SlotKind::Active(id) => {
                 if let Some(s) = g.subs.get_mut(&id) {
@@ -219,6 +222,7 @@ impl Limits {
         }
         s.active += 1;
         s.pending += 1;
+        g.pending += 1;
         Ok((
             Slot {
                 limits: self.clone(),
@@ -229,6 +233,14 @@ impl Limits {
                 kind: SlotKind::Pending(id),
             },
         ))
+    }
+
+    /// Subscribers' handshakes waiting for their upstream connect, now.
+    pub fn pending_handshakes(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pending
     }
 
     /// Whether an error reply may be sent now (else: close without reply).

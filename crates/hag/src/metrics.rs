@@ -45,6 +45,8 @@ pub struct Metrics {
     pub relayed: Counter,
     /// Connections currently open.
     pub active: Gauge,
+    /// Handshakes waiting for their upstream connect (set when rendered).
+    pub pending: Gauge,
     /// Error TLVs sent, by error name.
     pub errors_sent: Family<ReasonLabel, Counter>,
     /// Connections refused or abandoned before relaying, by reason.
@@ -81,6 +83,7 @@ impl Default for Metrics {
             accepted: Counter::default(),
             relayed: Counter::default(),
             active: Gauge::default(),
+            pending: Gauge::default(),
             errors_sent: Family::default(),
             refused: Family::default(),
             subscriber_bytes: Family::default(),
@@ -106,6 +109,11 @@ impl Default for Metrics {
             "active_connections",
             "Connections open now",
             m.active.clone(),
+        );
+        registry.register(
+            "pending_handshakes",
+            "Subscribers' handshakes waiting for their upstream connect",
+            m.pending.clone(),
         );
         registry.register(
             "errors_sent",

@@ -443,7 +443,14 @@ fn limits_answer_resource_exceeded_with_backoff() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Both are pending at the HAG before the third is tried (a fixed sleep
+    // was not enough on a loaded CI machine).
+    assert!(
+        lab::wait::until(Duration::from_secs(10), || {
+            metric(&lab.metrics("hag"), "tandem_hag_pending_handshakes") >= 2.0
+        }),
+        "the two handshakes to a silent host never showed as pending"
+    );
     let r = open_relayed(&lab, "atk", "10.64.9.2", atk.clone(), "203.0.113.10:80").unwrap_err();
     assert_eq!(code(&r), Some(ErrorCode::RESOURCE_EXCEEDED));
     for p in pending {
