@@ -14,9 +14,9 @@
 //! the daemon's own work. It is meant for loopback or a management network.
 //!
 //! Map: [`Health`] (readiness and configuration generation, shared with the
-//! daemon), [`Admin`] (the routes), [`Admin::serve`] (the bounded accept
-//! loop) and [`Admin::spawn`] (the same on a task, stopped with
-//! [`Running::stop`]).
+//! daemon), [`Admin`] (the routes), [`Admin::serve`] (on the bounded
+//! accept loop, [`serve_bounded`], which other HTTP endpoints use too) and
+//! [`Admin::spawn`] (the same on a task, stopped with [`Running::stop`]).
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -202,42 +202,54 @@ impl Admin {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) {
-        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
-        let router = self.router();
         let limits = self.limits;
-        let mut conns = tokio::task::JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            let stream = tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                r = listener.accept() => match r {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        // Out of descriptors, typically: wait instead of spinning.
-                        tracing::warn!("admin listener: accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                tracing::debug!("admin listener: connection limit reached; closing one");
-                drop(stream);
-                continue;
-            };
-            let svc = TowerToHyperService::new(router.clone());
-            conns.spawn(async move {
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_timeout)
-                    .serve_connection(TokioIo::new(stream), svc);
-                // Errors here are the client's (reset, malformed request,
-                // timeout); the connection is simply gone.
-                let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
-                drop(permit);
-            });
-        }
+        serve_bounded(self.router(), listener, limits, shutdown).await;
+    }
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves
+/// (then the connections still open are closed): the bounded accept loop of
+/// the admin listener, for any daemon's HTTP endpoints (the ops API uses it
+/// with limits of its own).
+pub async fn serve_bounded(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of descriptors, typically: wait instead of spinning.
+                    tracing::warn!("http listener: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("http listener: connection limit reached; closing one");
+            drop(stream);
+            continue;
+        };
+        let svc = TowerToHyperService::new(router.clone());
+        conns.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), svc);
+            // Errors here are the client's (reset, malformed request,
+            // timeout); the connection is simply gone.
+            let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
+            drop(permit);
+        });
     }
 }
 

@@ -26,6 +26,7 @@ mod exec;
 mod measure;
 pub mod meter;
 pub mod opscampaign;
+pub mod opsingest;
 mod relaycost;
 pub mod report;
 mod servers;

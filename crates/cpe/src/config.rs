@@ -117,6 +117,47 @@ fn default_overflow_off() -> f64 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    ops: SocketAddr,
+    #[serde(default)]
+    host: Option<String>,
+    subscriber: String,
+    token: String,
+    #[serde(default = "default_report_period")]
+    period_s: u64,
+    #[serde(default = "default_report_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_queue_reports")]
+    queue_reports: usize,
+    #[serde(default = "default_queue_bytes")]
+    queue_bytes: usize,
+    #[serde(default = "default_dsl_source")]
+    dsl: String,
+    #[serde(default = "default_mobile_source")]
+    mobile: String,
+}
+
+fn default_report_period() -> u64 {
+    10
+}
+fn default_report_timeout() -> u64 {
+    3_000
+}
+fn default_queue_reports() -> usize {
+    360
+}
+fn default_queue_bytes() -> usize {
+    1 << 20
+}
+fn default_dsl_source() -> String {
+    "ubus".into()
+}
+fn default_mobile_source() -> String {
+    "mmcli".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Raw {
     lan_interface: String,
     hag: SocketAddr,
@@ -152,6 +193,8 @@ struct Raw {
     nat: bool,
     #[serde(default)]
     bypass: Vec<RawBypass>,
+    #[serde(default)]
+    telemetry: Option<RawTelemetry>,
 }
 
 fn default_rcvbuf() -> usize {
@@ -255,6 +298,45 @@ pub struct Steering {
     pub overflow: crate::health::Overflow,
 }
 
+/// Reports to ops (`[telemetry]`): what the CPE measures, every period and
+/// at once on an event, over whichever link is up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Telemetry {
+    /// Ops' API.
+    pub ops: SocketAddr,
+    /// The `Host` header (default: the address).
+    pub host: String,
+    /// The subscriber this CPE serves, as ops' inventory names it.
+    pub subscriber: String,
+    /// The CPE's token (`tandem ops token issue --kind cpe`): reports are
+    /// signed with the key derived from it; it is never sent.
+    pub token: String,
+    /// How often a report goes out when nothing happens.
+    pub period: Duration,
+    /// How long one delivery may take (connect, send, answer).
+    pub timeout: Duration,
+    /// Reports kept while ops cannot be reached, at most (the oldest go
+    /// first).
+    pub queue_reports: usize,
+    /// The same bound in bytes.
+    pub queue_bytes: usize,
+    /// Where the DSL modem's figures come from.
+    pub dsl: modem::Source,
+    /// Where the mobile modem's figures come from.
+    pub mobile: modem::Source,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("ops", &self.ops)
+            .field("subscriber", &self.subscriber)
+            .field("token", &"<secret>")
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A validated CPE configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -301,6 +383,8 @@ pub struct Config {
     pub nat: bool,
     /// Classes that bypass the HAG.
     pub bypass: Vec<Bypass>,
+    /// Reports to ops, if configured.
+    pub telemetry: Option<Telemetry>,
 }
 
 impl Config {
@@ -314,7 +398,9 @@ impl Config {
         let steering = steering(&t, &raw)?;
         let budget = budget(&t, raw.budget.as_ref())?;
         let bypass = bypass(&t, &raw)?;
+        let telemetry = telemetry(&t, raw.telemetry.as_ref())?;
         Ok(Self {
+            telemetry,
             steering,
             budget,
             nat: raw.nat,
@@ -491,6 +577,65 @@ fn steering(t: &Text<'_>, raw: &Raw) -> Result<Steering, ConfigError> {
             off_samples: 20,
         },
     })
+}
+
+fn telemetry(t: &Text<'_>, raw: Option<&RawTelemetry>) -> Result<Option<Telemetry>, ConfigError> {
+    let Some(r) = raw else {
+        return Ok(None);
+    };
+    if r.ops.port() == 0 || r.ops.ip().is_unspecified() {
+        return Err(t.invalid("telemetry.ops", "must be ops' address and port"));
+    }
+    telemetry::check_name("subscriber", &r.subscriber)
+        .map_err(|e| t.invalid("telemetry.subscriber", e.to_string()))?;
+    if r.token.len() < 16 || r.token.len() > 256 || !r.token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(t.invalid(
+            "telemetry.token",
+            "must be the token `tandem ops token issue --kind cpe` printed (16..=256 printable characters)",
+        ));
+    }
+    let host = r.host.clone().unwrap_or_else(|| r.ops.to_string());
+    if host.is_empty() || host.len() > 255 || !host.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(t.invalid("telemetry.host", "must be a host name"));
+    }
+    if !(1..=3_600).contains(&r.period_s) {
+        return Err(t.invalid("telemetry.period_s", "must be 1..=3600"));
+    }
+    if !(100..=60_000).contains(&r.timeout_ms) {
+        return Err(t.invalid("telemetry.timeout_ms", "must be 100..=60000"));
+    }
+    if !(1..=100_000).contains(&r.queue_reports) {
+        return Err(t.invalid("telemetry.queue_reports", "must be 1..=100000"));
+    }
+    if !(telemetry::MAX_REPORT_BYTES..=256 << 20).contains(&r.queue_bytes) {
+        return Err(t.invalid(
+            "telemetry.queue_bytes",
+            format!(
+                "must be {}..=268435456 (at least one report)",
+                telemetry::MAX_REPORT_BYTES
+            ),
+        ));
+    }
+    let source = |key: &str, v: &str| {
+        modem::Source::parse(v).ok_or_else(|| {
+            t.invalid(
+                key,
+                format!("{v:?} is not a source: none, ubus, mmcli or file:PATH"),
+            )
+        })
+    };
+    Ok(Some(Telemetry {
+        ops: r.ops,
+        host,
+        subscriber: r.subscriber.clone(),
+        token: r.token.clone(),
+        period: Duration::from_secs(r.period_s),
+        timeout: Duration::from_millis(r.timeout_ms),
+        queue_reports: r.queue_reports,
+        queue_bytes: r.queue_bytes,
+        dsl: source("telemetry.dsl", &r.dsl)?,
+        mobile: source("telemetry.mobile", &r.mobile)?,
+    }))
 }
 
 fn budget(t: &Text<'_>, raw: Option<&RawBudget>) -> Result<Option<Budget>, ConfigError> {

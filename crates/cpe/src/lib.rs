@@ -28,8 +28,8 @@
 //! Modules: [`config`], [`divert`] (nftables + policy route), [`metrics`],
 //! [`health`] (link health and steering rules, sans-IO), [`paths`] (the
 //! path manager: prober, WAN counters, budget sampler, endpoint applier),
-//! [`budget`] (the mobile data budget), `conn` (one intercepted
-//! connection's life: admission, relay).
+//! [`budget`] (the mobile data budget), [`report`] (the reports to ops),
+//! `conn` (one intercepted connection's life: admission, relay).
 #![forbid(unsafe_code)]
 
 pub mod budget;
@@ -39,6 +39,7 @@ pub mod divert;
 pub mod health;
 pub mod metrics;
 pub mod paths;
+pub mod report;
 pub mod wan;
 
 use std::future::Future;
@@ -233,8 +234,18 @@ impl Server {
             metrics.clone(),
             forwarding,
             health.clone(),
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let report_task = config.telemetry.clone().map(|t| {
+            tokio::spawn(report::run(
+                config.clone(),
+                t,
+                options.bind_wan,
+                paths_state.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+            ))
+        });
         tokio::pin!(shutdown);
         loop {
             let (lan, peer) = tokio::select! {
@@ -261,6 +272,10 @@ impl Server {
         info!("stopping: removing the interception");
         health.set_ready(false);
         let _ = stop_tx.send(true);
+        if let Some(t) = report_task {
+            // A delivery in flight is bounded by its timeout.
+            let _ = t.await;
+        }
         if let Ok(Some(f)) = paths_task.await {
             f.remove().await;
         }

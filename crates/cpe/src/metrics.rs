@@ -102,6 +102,21 @@ pub struct Metrics {
     pub budget_used_bytes: Gauge,
     /// 1 once the budget is spent (or its count could not be read).
     pub budget_exhausted: Gauge,
+    /// Reports to ops by outcome: `delivered`, `refused` (ops will never
+    /// take it: dropped), `dropped` (the queue was full).
+    pub reports: Family<ResultLabel, Counter>,
+    /// Deliveries that reached no ops over either link (the report stays
+    /// queued).
+    pub report_failures: Counter,
+    /// Reports waiting for ops.
+    pub report_queue: Gauge,
+}
+
+/// Label: what became of a report.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `delivered`, `refused` or `dropped`.
+    pub result: &'static str,
 }
 
 impl Default for Metrics {
@@ -128,6 +143,9 @@ impl Default for Metrics {
             overflow: Gauge::default(),
             budget_limit_bytes: Gauge::default(),
             budget_used_bytes: Gauge::default(),
+            reports: Family::default(),
+            report_failures: Counter::default(),
+            report_queue: Gauge::default(),
             budget_exhausted: Gauge::default(),
         };
         registry.register(
@@ -229,6 +247,17 @@ impl Default for Metrics {
             "budget_exhausted",
             "1 once the mobile budget is spent",
             m.budget_exhausted.clone(),
+        );
+        registry.register("reports", "Reports to ops by outcome", m.reports.clone());
+        registry.register(
+            "report_failures",
+            "Report deliveries that reached no ops over either link",
+            m.report_failures.clone(),
+        );
+        registry.register(
+            "report_queue",
+            "Reports waiting for ops",
+            m.report_queue.clone(),
         );
         Self { registry, ..m }
     }

@@ -68,16 +68,33 @@ const REOPEN_PROBES: Duration = Duration::from_secs(5);
 /// How often the budget is saved when nothing forces it.
 const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
-/// What the connections need to know of the links.
+/// What the probes measure on a link, for the reports to ops.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LinkView {
+    /// Smoothed round trip to the HAG, ms (none: no reply yet).
+    pub rtt_ms: Option<f64>,
+    /// Round-trip variation, ms.
+    pub jitter_ms: Option<f64>,
+    /// Probes lost in the recent window, percent.
+    pub loss_pct: f64,
+}
+
+/// What the connections and the reporter need to know of the links.
 #[derive(Debug)]
 pub struct PathState {
     up: PerLink<AtomicBool>,
+    views: std::sync::Mutex<PerLink<LinkView>>,
+    events: std::sync::Mutex<std::collections::VecDeque<telemetry::Event>>,
+    event: tokio::sync::Notify,
 }
 
 impl Default for PathState {
     fn default() -> Self {
         Self {
             up: PerLink::from_fn(|_| AtomicBool::new(true)),
+            views: std::sync::Mutex::new(PerLink::from_fn(|_| LinkView::default())),
+            events: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            event: tokio::sync::Notify::new(),
         }
     }
 }
@@ -90,6 +107,42 @@ impl PathState {
 
     fn set_up(&self, link: Link, up: bool) {
         self.up[link].store(up, Ordering::Relaxed);
+    }
+
+    /// The probes' latest view of `link`.
+    pub fn view(&self, link: Link) -> LinkView {
+        self.views.lock().unwrap_or_else(|p| p.into_inner())[link]
+    }
+
+    fn set_view(&self, link: Link, v: LinkView) {
+        self.views.lock().unwrap_or_else(|p| p.into_inner())[link] = v;
+    }
+
+    /// Records an event for the next report (sent at once); past
+    /// [`telemetry::MAX_EVENTS`] waiting, the oldest is dropped.
+    pub fn push_event(&self, e: telemetry::Event) {
+        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= telemetry::MAX_EVENTS {
+            q.pop_front();
+        }
+        q.push_back(e);
+        drop(q);
+        self.event.notify_one();
+    }
+
+    /// The events recorded since the last call.
+    pub fn take_events(&self) -> Vec<telemetry::Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    /// Resolves when an event is recorded (at once if one was recorded
+    /// since the last wait).
+    pub async fn event_recorded(&self) {
+        self.event.notified().await;
     }
 
     /// The link new connections (and the LAN's forwarded traffic) start on:
@@ -761,6 +814,11 @@ impl Paths {
                 self.state.set_up(link, t.is_up());
                 self.metrics.set_link_up(link, t.is_up());
                 self.metrics.count_transition(link, t);
+                self.state.push_event(if t.is_up() {
+                    telemetry::Event::LinkUp { link }
+                } else {
+                    telemetry::Event::LinkDown { link }
+                });
                 match t {
                     Transition::Up => info!(%link, "link up: probes answered again"),
                     Transition::Down => warn!(
@@ -776,6 +834,15 @@ impl Paths {
                     h.rtt().map(|d| d.as_secs_f64()),
                     h.jitter_secs(),
                     h.loss(),
+                );
+                let rtt_ms = h.rtt().map(|d| d.as_secs_f64() * 1e3);
+                self.state.set_view(
+                    link,
+                    LinkView {
+                        rtt_ms,
+                        jitter_ms: rtt_ms.map(|_| h.jitter_secs() * 1e3),
+                        loss_pct: (h.loss() * 100.0).clamp(0.0, 100.0),
+                    },
                 );
             }
         }

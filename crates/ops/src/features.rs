@@ -7,7 +7,9 @@ use crate::history::{Bucket, Home};
 /// One home's figures at `now`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Features {
-    /// Seconds since the last report was made.
+    /// Seconds since ops last heard from the CPE: since its last report
+    /// was made, or arrived if that is later (a CPE sending its queue of
+    /// old reports is talking, not silent).
     pub silent_s: f64,
     /// The last report was a dying gasp.
     pub gasp: bool,
@@ -87,7 +89,7 @@ impl Features {
     pub fn of(h: &Home, now_ms: u64) -> Self {
         let now_min = now_ms / 60_000;
         let mut f = Self {
-            silent_s: now_ms.saturating_sub(h.last_ms) as f64 / 1000.0,
+            silent_s: now_ms.saturating_sub(h.last_ms.max(h.last_arrival_ms)) as f64 / 1000.0,
             minutes: h.buckets.len() as u32,
             reference: h.reference.dsl_known(),
             ..Self::default()

@@ -116,7 +116,7 @@ pub struct Home {
 }
 
 /// The last report in brief.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Last {
     /// DSL in showtime.
     pub showtime: bool,
@@ -156,6 +156,12 @@ fn delta(cur: u64, prev: u64) -> u64 {
 }
 
 impl Home {
+    /// The most memory one home's history takes (its buckets at most, the
+    /// reference and counters), bytes; the boot id is bounded by the schema.
+    pub fn max_bytes() -> usize {
+        size_of::<Self>() + HISTORY_MINUTES * size_of::<Bucket>() + telemetry::MAX_NAME
+    }
+
     /// Folds one report in. Reports older than the window are ignored;
     /// late ones (from a CPE's queue) land in their own minute.
     pub fn ingest(&mut self, r: &Report, arrival_ms: u64) {

@@ -11,14 +11,20 @@
 //!   silence) and [`baseline`], the classic per-line DLM rules it is judged
 //!   against.
 //! - [`replay`]: the same engine on a JSON-lines file of reports.
+//! - [`service`]: `tandem ops run`, the HTTP API (signed reports in,
+//!   diagnoses and incidents out), over [`store`] (SQLite: tokens,
+//!   telemetry history, incidents) and [`config`] (`ops.toml`).
 #![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod config;
 pub mod engine;
 pub mod features;
 pub mod history;
 pub mod inventory;
 pub mod replay;
+pub mod service;
+pub mod store;
 
 pub use engine::{Diagnosis, Engine, Group, Settings};
 pub use inventory::Inventory;

@@ -50,6 +50,8 @@ pub enum Db {
     Subscribers,
     /// The per-subscriber usage (billing) count.
     Usage,
+    /// The ops service's tokens, telemetry history and incidents.
+    Ops,
 }
 
 impl std::fmt::Display for Db {
@@ -57,6 +59,7 @@ impl std::fmt::Display for Db {
         f.write_str(match self {
             Self::Subscribers => "subscriber registry",
             Self::Usage => "usage database",
+            Self::Ops => "ops database",
         })
     }
 }

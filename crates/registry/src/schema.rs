@@ -19,18 +19,23 @@ pub const SUBSCRIBERS: &[&str] = &[include_str!("../migrations/subscribers_0001.
 /// table usage files had before they carried a version.
 pub const USAGE: &[&str] = &[include_str!("../migrations/usage_0001.sql")];
 
+/// The ops service's migrations (`ops.db`: tokens, telemetry history,
+/// incidents).
+pub const OPS: &[&str] = &[include_str!("../migrations/ops_0001.sql")];
+
 /// The migrations of `db`.
 pub fn migrations(db: Db) -> &'static [&'static str] {
     match db {
         Db::Subscribers => SUBSCRIBERS,
         Db::Usage => USAGE,
+        Db::Ops => OPS,
     }
 }
 
 /// Opens (creating if needed) `path` as `db`: waits up to 5 s for another
 /// process's lock, write-ahead log (readers never block the writer), and
 /// migrates it.
-pub(crate) fn open(db: Db, path: &Path) -> Result<Connection, Error> {
+pub fn open(db: Db, path: &Path) -> Result<Connection, Error> {
     let wrap = |source| Error::Sql {
         db,
         path: path.to_path_buf(),

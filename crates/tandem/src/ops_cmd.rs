@@ -1,6 +1,6 @@
-//! `tandem ops ...`: the operator service's tools: replay recorded
-//! telemetry through the diagnosis, and the diagnosis benchmark on
-//! simulated fault campaigns.
+//! `tandem ops ...`: the operator service (run, check its configuration,
+//! issue tokens), replay recorded telemetry through the diagnosis, and the
+//! diagnosis benchmark on simulated fault campaigns.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -10,6 +10,27 @@ use anyhow::{bail, Context, Result};
 /// Commands of the operator service.
 #[derive(clap::Subcommand)]
 pub(crate) enum OpsCmd {
+    /// Runs the service (telemetry ingest, diagnosis, incidents, the API)
+    /// until SIGINT/SIGTERM.
+    Run {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validates a configuration file and the inventory it names.
+    CheckConfig {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+    /// Tokens of CPEs, HAGs and operators: issue (prints it once), revoke,
+    /// list. A running service takes changes within seconds.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+        /// The service's configuration (to find its database).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// Runs the diagnosis on a JSON-lines file of telemetry (CPE and HAG
     /// reports, schema 1) and prints every change of a home's diagnosis.
     Replay {
@@ -24,6 +45,23 @@ pub(crate) enum OpsCmd {
         /// Print JSON lines instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// The ingest benchmark: reports per second ops takes from a fleet of
+    /// CPEs (each its own token, a new connection per report), side by
+    /// side with a server that discards them; writes ingest.md and .json.
+    BenchIngest {
+        /// CPEs in the fleet.
+        #[arg(long, default_value_t = 50_000)]
+        homes: u32,
+        /// Seconds of load per server.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Concurrent client tasks.
+        #[arg(long, default_value_t = 64)]
+        workers: usize,
+        /// Where to write ingest.md and ingest.json.
+        #[arg(long, default_value = "bench/ops")]
+        out: PathBuf,
     },
     /// The diagnosis benchmark: Tandem and the DLM-rule baseline on a
     /// simulated fleet's fault campaign; writes a Markdown table and JSON.
@@ -43,14 +81,120 @@ pub(crate) enum OpsCmd {
     },
 }
 
+/// What to do with tokens.
+#[derive(clap::Subcommand)]
+pub(crate) enum TokenCmd {
+    /// Issues a token (replacing the one NAME had) and prints it; ops keeps
+    /// only the key derived from it.
+    Issue {
+        /// cpe (NAME is the subscriber), hag or operator.
+        #[arg(long)]
+        kind: String,
+        /// Who it is for.
+        name: String,
+    },
+    /// Revokes NAME's token.
+    Revoke {
+        /// cpe, hag or operator.
+        #[arg(long)]
+        kind: String,
+        /// Whose.
+        name: String,
+    },
+    /// Lists who has a token.
+    List,
+}
+
+fn token_kind(s: &str) -> Result<ops::store::TokenKind> {
+    use ops::store::TokenKind;
+    Ok(match s {
+        "cpe" => TokenKind::Cpe,
+        "hag" => TokenKind::Hag,
+        "operator" => TokenKind::Operator,
+        _ => bail!("--kind must be cpe, hag or operator, not {s:?}"),
+    })
+}
+
+fn load(config: &std::path::Path) -> Result<ops::config::Config> {
+    ops::config::Config::load(config).map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))
+}
+
+fn tokens(cmd: TokenCmd, config: Option<PathBuf>) -> Result<()> {
+    use ops::store::TokenKind;
+    let Some(config) = config else {
+        bail!("give --config ops.toml (the service's configuration names its database)");
+    };
+    let c = load(&config)?;
+    let store = ops::store::Store::open(&c.db)?;
+    match cmd {
+        TokenCmd::Issue { kind, name } => {
+            let t = store.issue_token(token_kind(&kind)?, &name, ops::service::now_ms())?;
+            println!("{t}");
+        }
+        TokenCmd::Revoke { kind, name } => {
+            if !store.revoke_token(token_kind(&kind)?, &name)? {
+                bail!("{name} has no {kind} token");
+            }
+            println!("revoked the {kind} token of {name}");
+        }
+        TokenCmd::List => {
+            for kind in [TokenKind::Cpe, TokenKind::Hag, TokenKind::Operator] {
+                let mut names: Vec<_> = store.keys(kind)?.into_keys().collect();
+                names.sort();
+                for n in names {
+                    println!("{}\t{n}", kind.name());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_config(file: &std::path::Path) -> Result<()> {
+    let c = load(file)?;
+    let text = std::fs::read_to_string(&c.inventory).with_context(|| {
+        format!(
+            "{}: reading the inventory {}",
+            file.display(),
+            c.inventory.display()
+        )
+    })?;
+    let inv = ops::Inventory::from_csv(&text).with_context(|| {
+        format!(
+            "{}: the inventory {}",
+            file.display(),
+            c.inventory.display()
+        )
+    })?;
+    println!(
+        "{}: OK ({} homes in the inventory)",
+        file.display(),
+        inv.len()
+    );
+    Ok(())
+}
+
 pub(crate) fn run(cmd: OpsCmd) -> Result<()> {
     match cmd {
+        OpsCmd::Run { config } => {
+            let c = load(&config)?;
+            crate::runtime()?.block_on(ops::service::run(c, crate::shutdown_signal()))?;
+            Ok(())
+        }
+        OpsCmd::CheckConfig { file } => check_config(&file),
+        OpsCmd::Token { cmd, config } => tokens(cmd, config),
         OpsCmd::Replay {
             file,
             inventory,
             period,
             json,
         } => replay(&file, &inventory, period, json),
+        OpsCmd::BenchIngest {
+            homes,
+            seconds,
+            workers,
+            out,
+        } => bench_ingest(homes, seconds, workers, &out),
         OpsCmd::Bench {
             campaign,
             homes,
@@ -162,6 +306,35 @@ fn bench(campaign: &str, homes: Option<u32>, faults: Option<u32>, out: &PathBuf)
         .with_context(|| md.display().to_string())?;
     let js = out.join(format!("results-{campaign}.json"));
     std::fs::write(&js, serde_json::to_vec_pretty(&evals)?)
+        .with_context(|| js.display().to_string())?;
+    println!("{}", md.display());
+    Ok(())
+}
+
+fn bench_ingest(homes: u32, seconds: f64, workers: usize, out: &PathBuf) -> Result<()> {
+    if !(1..=1_000_000).contains(&homes) {
+        bail!("--homes must be 1 to 1000000");
+    }
+    if !(seconds.is_finite() && (1.0..=3600.0).contains(&seconds)) {
+        bail!("--seconds must be 1 to 3600");
+    }
+    if !(1..=4096).contains(&workers) {
+        bail!("--workers must be 1 to 4096");
+    }
+    let spec = bench::opsingest::IngestSpec {
+        homes,
+        seconds,
+        workers,
+    };
+    let r = bench::opsingest::run(spec, &mut |m| eprintln!("ops bench-ingest: {m}"))?;
+    let command =
+        format!("tandem ops bench-ingest --homes {homes} --seconds {seconds} --workers {workers}");
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+    let md = out.join("ingest.md");
+    std::fs::write(&md, bench::opsingest::markdown(&r, &command))
+        .with_context(|| md.display().to_string())?;
+    let js = out.join("ingest.json");
+    std::fs::write(&js, serde_json::to_vec_pretty(&r)?)
         .with_context(|| js.display().to_string())?;
     println!("{}", md.display());
     Ok(())

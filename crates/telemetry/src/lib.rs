@@ -12,8 +12,8 @@
 //! CPE derive a key from it ([`key`]) and the CPE sends the keyed BLAKE3 of
 //! the body ([`sign`], [`verify`]). Each report names itself with `(boot_id, seq)`: a
 //! new boot has a new random `boot_id`, and `seq` grows within one, so the
-//! ingest can refuse a replayed report (ops' HTTP ingest, still to come,
-//! does that check; this crate only carries the fields).
+//! ingest can refuse a replayed report (ops' ingest does that check; this
+//! crate only carries the fields).
 //!
 //! What it does not do: any I/O. [`Report::parse`] bounds the input (size,
 //! string lengths, counts) and checks every field's range, so hostile input
@@ -450,7 +450,9 @@ impl Report {
     }
 }
 
-fn check_name(what: &'static str, s: &str) -> Result<(), Error> {
+/// Checks a name the schema carries (subscriber, boot id, cell id): 1 to
+/// [`MAX_NAME`] of `A-Z a-z 0-9 - _ . :`.
+pub fn check_name(what: &'static str, s: &str) -> Result<(), Error> {
     if s.is_empty() || s.len() > MAX_NAME {
         return Err(field(
             what,
@@ -476,6 +478,24 @@ fn check_f64(what: &'static str, v: f64, lo: f64, hi: f64) -> Result<(), Error> 
 /// A report key: derived from the subscriber's credential.
 #[derive(Clone)]
 pub struct Key([u8; 32]);
+
+impl Key {
+    /// A key kept as its 32 bytes (ops stores keys, never tokens).
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        Self(b)
+    }
+
+    /// The key's bytes, to store.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Whether `other` is the same key (in constant time).
+    pub fn same(&self, other: &Self) -> bool {
+        // blake3::Hash's equality is constant time.
+        blake3::Hash::from(self.0) == blake3::Hash::from(other.0)
+    }
+}
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

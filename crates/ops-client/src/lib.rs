@@ -1,0 +1,339 @@
+//! The sending side of ops' API, shared by the CPE, the HAG and the tests.
+//!
+//! [`post`] sends one request over a TCP connection the caller opened: the
+//! CPE binds it to the link it wants (the fixed line, or the mobile link
+//! when the line is dead), so this crate never chooses a route. HTTP is
+//! hyper's; a report is signed with [`telemetry::sign`] in the
+//! `X-Tandem-Signature` header, an operator's request carries
+//! `Authorization: Bearer`.
+//!
+//! [`Queue`] keeps what could not be sent yet, bounded in count and bytes,
+//! dropping the oldest first and counting what it dropped; [`Outcome`]
+//! says what to do with a report after an answer (sent, keep it for later,
+//! or drop it because ops will never take it).
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::Request;
+pub use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Answers larger than this are cut off (ops' answers are small JSON).
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The header carrying a report's signature.
+pub const SIGNATURE_HEADER: &str = "x-tandem-signature";
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// HTTP failed (connection closed, malformed answer).
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    /// A header value (host, token) is not valid in HTTP.
+    #[error("invalid header value for {0}")]
+    Header(&'static str),
+    /// No answer within the time allowed.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The answer's body was too large or broken.
+    #[error("reading the answer: {0}")]
+    Body(String),
+}
+
+/// How a request proves who sends it.
+#[derive(Clone, Copy)]
+pub enum Auth<'a> {
+    /// A CPE's or HAG's report: the keyed hash of the body.
+    Signed(&'a telemetry::Key),
+    /// A signature computed elsewhere (sent as it is).
+    Signature(&'a str),
+    /// An operator's token.
+    Bearer(&'a str),
+    /// Nothing (to test that ops refuses it).
+    None,
+}
+
+impl std::fmt::Debug for Auth<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a token.
+        f.write_str(match self {
+            Self::Signed(_) => "Signed",
+            Self::Signature(_) => "Signature",
+            Self::Bearer(_) => "Bearer",
+            Self::None => "None",
+        })
+    }
+}
+
+/// An answer from ops.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body (JSON, or empty for `204`).
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as text (lossy), for errors and logs.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request on `stream` and reads the answer; the connection is
+/// closed afterwards. `host` is the `Host` header (ops' address).
+pub async fn request(
+    stream: TcpStream,
+    host: &str,
+    method: Method,
+    path: &str,
+    auth: Auth<'_>,
+    body: Option<Bytes>,
+    timeout: Duration,
+) -> Result<Answer, Error> {
+    tokio::time::timeout(timeout, exchange(stream, host, method, path, auth, body))
+        .await
+        .map_err(|_| Error::Timeout(timeout))?
+}
+
+async fn exchange(
+    stream: TcpStream,
+    host: &str,
+    method: Method,
+    path: &str,
+    auth: Auth<'_>,
+    body: Option<Bytes>,
+) -> Result<Answer, Error> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let body = body.unwrap_or_default();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Full::new(body.clone()))
+        .map_err(|_| Error::Header("path"))?;
+    let h = req.headers_mut();
+    h.insert(
+        HOST,
+        HeaderValue::from_str(host).map_err(|_| Error::Header("host"))?,
+    );
+    if !body.is_empty() {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    match auth {
+        Auth::Signed(key) => {
+            let sig = telemetry::sign(key, &body);
+            h.insert(
+                SIGNATURE_HEADER,
+                HeaderValue::from_str(&sig).map_err(|_| Error::Header("signature"))?,
+            );
+        }
+        Auth::Signature(sig) => {
+            h.insert(
+                SIGNATURE_HEADER,
+                HeaderValue::from_str(sig).map_err(|_| Error::Header("signature"))?,
+            );
+        }
+        Auth::Bearer(token) => {
+            h.insert(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| Error::Header("authorization"))?,
+            );
+        }
+        Auth::None => {}
+    }
+    let res = sender.send_request(req).await?;
+    let status = res.status();
+    let body = Limited::new(res.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| Error::Body(e.to_string()))?
+        .to_bytes();
+    drop(sender);
+    driver.abort();
+    Ok(Answer { status, body })
+}
+
+/// Posts a signed report (a CPE's to `/api/v1/reports`, a HAG's to
+/// `/api/v1/hag-reports`).
+pub async fn post_report(
+    stream: TcpStream,
+    host: &str,
+    path: &str,
+    key: &telemetry::Key,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Answer, Error> {
+    request(
+        stream,
+        host,
+        Method::POST,
+        path,
+        Auth::Signed(key),
+        Some(body),
+        timeout,
+    )
+    .await
+}
+
+/// What to do with a report after ops answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Ops has it (accepted now, or already had it: `409`).
+    Delivered,
+    /// Ops will never take it (malformed, too old, not in the inventory):
+    /// drop it, count it and say why in the log.
+    Refused,
+    /// Try again later: ops overloaded or failing, or it does not know the
+    /// token yet (`401`: a token issued after the CPE started is loaded
+    /// within seconds; the bounded queue keeps the reports meanwhile).
+    Retry,
+}
+
+impl Outcome {
+    /// The outcome of an answer's status.
+    pub fn of(status: StatusCode) -> Self {
+        if status.is_success() || status == StatusCode::CONFLICT {
+            Self::Delivered
+        } else if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::UNAUTHORIZED
+        {
+            Self::Retry
+        } else {
+            Self::Refused
+        }
+    }
+}
+
+/// Reports not sent yet, oldest first, bounded by count and by bytes.
+#[derive(Debug)]
+pub struct Queue {
+    items: VecDeque<Bytes>,
+    bytes: usize,
+    max_items: usize,
+    max_bytes: usize,
+    dropped: u64,
+}
+
+impl Queue {
+    /// An empty queue holding at most `max_items` reports and `max_bytes`.
+    pub fn new(max_items: usize, max_bytes: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+            max_items: max_items.max(1),
+            max_bytes: max_bytes.max(1),
+            dropped: 0,
+        }
+    }
+
+    /// Adds a report at the back, dropping the oldest ones to make room.
+    pub fn push(&mut self, report: Bytes) {
+        if report.len() > self.max_bytes {
+            self.dropped += 1;
+            return;
+        }
+        while self.items.len() >= self.max_items || self.bytes + report.len() > self.max_bytes {
+            match self.items.pop_front() {
+                Some(old) => {
+                    self.bytes -= old.len();
+                    self.dropped += 1;
+                }
+                None => break,
+            }
+        }
+        self.bytes += report.len();
+        self.items.push_back(report);
+    }
+
+    /// The oldest report, left in place.
+    pub fn front(&self) -> Option<&Bytes> {
+        self.items.front()
+    }
+
+    /// Removes the oldest report (after it was delivered or refused).
+    pub fn pop(&mut self) -> Option<Bytes> {
+        let r = self.items.pop_front()?;
+        self.bytes -= r.len();
+        Some(r)
+    }
+
+    /// Reports waiting.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Reports dropped because the queue was full, since it was made.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn queue_drops_oldest_by_count() {
+        let mut q = Queue::new(3, 1000);
+        for i in 0..5u8 {
+            q.push(Bytes::from(vec![i]));
+        }
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.dropped(), 2);
+        assert_eq!(q.pop().unwrap()[0], 2);
+        assert_eq!(q.pop().unwrap()[0], 3);
+        assert_eq!(q.pop().unwrap()[0], 4);
+        assert!(q.pop().is_none());
+    }
+
+    #[test]
+    fn queue_drops_oldest_by_bytes() {
+        let mut q = Queue::new(100, 100);
+        q.push(b(40));
+        q.push(b(40));
+        q.push(b(40));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.dropped(), 1);
+        // Larger than the whole queue: dropped, the rest kept.
+        q.push(b(101));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.dropped(), 2);
+        q.pop();
+        q.pop();
+        assert!(q.is_empty());
+        q.push(b(100));
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(Outcome::of(StatusCode::NO_CONTENT), Outcome::Delivered);
+        assert_eq!(Outcome::of(StatusCode::CONFLICT), Outcome::Delivered);
+        assert_eq!(Outcome::of(StatusCode::BAD_REQUEST), Outcome::Refused);
+        assert_eq!(Outcome::of(StatusCode::UNAUTHORIZED), Outcome::Retry);
+        assert_eq!(Outcome::of(StatusCode::PAYLOAD_TOO_LARGE), Outcome::Refused);
+        assert_eq!(Outcome::of(StatusCode::SERVICE_UNAVAILABLE), Outcome::Retry);
+        assert_eq!(Outcome::of(StatusCode::TOO_MANY_REQUESTS), Outcome::Retry);
+    }
+}
