@@ -25,6 +25,7 @@ pub mod attack;
 pub mod cmd;
 pub mod dns;
 pub mod emu;
+pub mod modem;
 pub mod net;
 pub mod netns;
 pub mod origin;

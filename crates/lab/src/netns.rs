@@ -262,8 +262,34 @@ pub fn http_get(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), LabError> {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let what = format!("GET http://{addr}{path} in {ns}");
+    http_request(ns, addr, "GET", path, None, None, timeout)
+}
+
+/// One HTTP/1.1 request to `addr` in `ns`, with an optional bearer token
+/// and JSON body: the status code and the body. Bounded as [`http_get`].
+pub fn http_request(
+    ns: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), LabError> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(t) = bearer {
+        req += &format!("Authorization: Bearer {t}\r\n");
+    }
+    match json {
+        Some(b) => {
+            req += &format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            );
+        }
+        None => req += "\r\n",
+    }
+    let what = format!("{method} http://{addr}{path} in {ns}");
     let w = what.clone();
     let answer = run_in(ns, move || -> std::io::Result<String> {
         let mut s = TcpStream::connect_timeout(&addr, timeout)?;

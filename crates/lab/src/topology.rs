@@ -93,6 +93,9 @@ pub mod addr {
     pub const HAG_NET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
     /// The origin server on the "internet".
     pub const ORIGIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    /// `tandem ops`, in the operator's core (the `net` node), reached from
+    /// the CPE over either access link through the HAG's node.
+    pub const OPS: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
     /// The attacker / outsider on the "internet".
     pub const OUTSIDER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
     /// A hostile host inside the access networks (a compromised home),
@@ -104,6 +107,12 @@ pub mod addr {
 
 /// Port of the origin HTTP server.
 pub const ORIGIN_PORT: u16 = 80;
+/// Port of ops' API.
+pub const OPS_PORT: u16 = 8470;
+/// Ops' admin listener, in the `net` node.
+pub const OPS_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9103));
+/// The lab home's subscriber name (the HAG's registry and ops' inventory).
+pub const HOME_SUBSCRIBER: &str = "home-1";
 /// Port of the HAG's Convert service in the lab.
 pub const HAG_PORT: u16 = 5124;
 
@@ -133,6 +142,9 @@ pub struct State {
     pub lte_blackhole: bool,
     /// Processes the lab started: (role, pid).
     pub pids: Vec<(String, u32)>,
+    /// When the fixed line's modem last entered showtime, Unix seconds.
+    #[serde(default)]
+    pub dsl_showtime_since: u64,
 }
 
 impl State {
@@ -144,12 +156,23 @@ impl State {
         }
     }
 
+    /// Seconds the fixed line's modem has been in showtime.
+    pub fn dsl_showtime_s(&self) -> u64 {
+        unix_now().saturating_sub(self.dsl_showtime_since)
+    }
+
     fn shape_mut(&mut self, l: Link) -> &mut LinkShape {
         match l {
             Link::Dsl => &mut self.dsl,
             Link::Lte => &mut self.lte,
         }
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The directory holding a lab's state, configs and logs.
@@ -365,6 +388,7 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         dsl_blackhole: false,
         lte_blackhole: false,
         pids: Vec::new(),
+        dsl_showtime_since: unix_now(),
     })
 }
 
@@ -400,6 +424,7 @@ fn wire(name: &str) -> Result<(), LabError> {
         ("hag", "net0", addr::HAG_NET, 24),
         ("net", "eth0", addr::ORIGIN, 24),
         ("net", "eth0", addr::OUTSIDER, 24),
+        ("net", "eth0", addr::OPS, 24),
         ("hag", "atk0", addr::HAG_ATK, 24),
         ("atk", "eth0", addr::ATTACKER, 24),
         ("hag", "dns0", crate::dns::HAG_DNS, 24),
@@ -794,6 +819,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         st.pids.push(("hag".into(), pid));
         save_state(st)?;
         netns::wait_ready(&n("hag"), HAG_ADMIN, Duration::from_secs(10))?;
+        start_ops(o, st, &cpe_cfg)?;
         let pid = spawn_bg(
             &o.exe,
             &n("cpe"),
@@ -805,6 +831,90 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         netns::wait_ready(&n("cpe"), CPE_ADMIN, Duration::from_secs(10))?;
     }
     Ok(())
+}
+
+/// Ops' configuration in the lab: its database and inventory in the state
+/// directory, CPEs reporting every 2 s (so a test sees a change within
+/// seconds) and every home diagnosed every second.
+pub fn ops_config(dir: &Path) -> String {
+    format!(
+        "# Written by `tandem lab up`.\n\
+         [api]\nlisten = \"{}:{OPS_PORT}\"\n\
+         [admin]\nlisten = \"{OPS_ADMIN}\"\n\
+         [data]\ndb = \"{}\"\ninventory = \"{}\"\n\
+         [engine]\nreport_period_s = {REPORT_PERIOD_S}\nscan_interval_s = 1\n",
+        addr::OPS,
+        dir.join("ops.db").display(),
+        dir.join("homes.csv").display(),
+    )
+}
+
+/// How often the lab's CPE reports to ops, seconds.
+pub const REPORT_PERIOD_S: u64 = 2;
+
+/// Where the lab keeps the operator's token for ops' API.
+pub fn operator_token_path(name: &str) -> PathBuf {
+    state_dir(name).join("ops-operator.token")
+}
+
+/// Starts ops in the `net` node with the lab home in its inventory, issues
+/// the CPE's token (written into `cpe.toml`'s `[telemetry]` with the modem
+/// files as its sources) and an operator token (kept in the state
+/// directory for `lab` commands and the tests).
+fn start_ops(o: &UpOptions, st: &mut State, cpe_cfg: &Path) -> Result<(), LabError> {
+    let dir = state_dir(&o.name);
+    let exe = o.exe.display().to_string();
+    std::fs::write(
+        dir.join("homes.csv"),
+        format!(
+            "subscriber,cabinet,card,cell\n{HOME_SUBSCRIBER},cab1,0,{}\n",
+            crate::modem::CELL_ID
+        ),
+    )
+    .map_err(LabError::Io)?;
+    let ops_cfg = dir.join("ops.toml");
+    std::fs::write(&ops_cfg, ops_config(&dir)).map_err(LabError::Io)?;
+    let ops_s = ops_cfg.display().to_string();
+    let issue = |kind: &str, who: &str| -> Result<String, LabError> {
+        Ok(cmd::run(
+            &exe,
+            &[
+                "ops", "token", "issue", "--kind", kind, who, "--config", &ops_s,
+            ],
+        )?
+        .trim()
+        .to_owned())
+    };
+    let cpe_token = issue("cpe", HOME_SUBSCRIBER)?;
+    let operator = issue("operator", "lab")?;
+    std::fs::write(operator_token_path(&o.name), format!("{operator}\n")).map_err(LabError::Io)?;
+    crate::modem::write(&dir, st)?;
+    let pid = spawn_bg(
+        &o.exe,
+        &ns(&o.name, "cpe"),
+        &["lab", "modem", "--name", &o.name],
+        &dir.join("modem.log"),
+    )?;
+    st.pids.push(("modem".into(), pid));
+    let mut text = std::fs::read_to_string(cpe_cfg).map_err(LabError::Io)?;
+    text.push_str(&format!(
+        "\n[telemetry]\nops = \"{}:{OPS_PORT}\"\nsubscriber = \"{HOME_SUBSCRIBER}\"\n\
+         token = \"{cpe_token}\"\nperiod_s = {REPORT_PERIOD_S}\ntimeout_ms = 1500\n\
+         dsl = \"file:{}\"\nmobile = \"file:{}\"\n",
+        addr::OPS,
+        crate::modem::dsl_path(&dir).display(),
+        crate::modem::lte_path(&dir).display(),
+    ));
+    std::fs::write(cpe_cfg, text).map_err(LabError::Io)?;
+    let pid = spawn_bg(
+        &o.exe,
+        &ns(&o.name, "net"),
+        &["ops", "run", "--config", &ops_s],
+        &dir.join("ops.log"),
+    )?;
+    st.pids.push(("ops".into(), pid));
+    save_state(st)?;
+    netns::wait_ready(&ns(&o.name, "net"), OPS_ADMIN, Duration::from_secs(10))
 }
 
 /// Brings a lab up. On any failure, tears down what was built.
@@ -1001,6 +1111,10 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
                     tracing::debug!("restoring a CPE route: {e}");
                 }
             }
+            if l == Link::Dsl && st.dsl_cut {
+                // The modem trains again.
+                st.dsl_showtime_since = unix_now();
+            }
             *cut_flag(&mut st, l) = false;
         }
         LinkAction::Set {
@@ -1038,6 +1152,7 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
             emu::write_control(&control_path(name, l), &emu_entries(&s)).map_err(LabError::Emu)?;
         }
     }
+    // What the modems say follows within a second (`lab modem`).
     save_state(&st)
 }
 
@@ -1090,10 +1205,12 @@ pub fn status(name: &str) -> Result<String, LabError> {
         out += &format!("  {role}: pid {pid} {alive}\n");
     }
     out += &format!(
-        "  namespaces: {}\n  origin http://{}:{ORIGIN_PORT}/  hag {}:{HAG_PORT}\n",
+        "  namespaces: {}\n  origin http://{}:{ORIGIN_PORT}/  hag {}:{HAG_PORT}  ops http://{}:{OPS_PORT}/api/v1/ (operator token in {})\n",
         existing_namespaces(name).join(" "),
         addr::ORIGIN,
-        addr::HAG_SERVICE
+        addr::HAG_SERVICE,
+        addr::OPS,
+        operator_token_path(name).display(),
     );
     Ok(out)
 }

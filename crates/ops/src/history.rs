@@ -174,9 +174,14 @@ impl Home {
         let c = &self.counters;
         let same_boot = c.boot_id == r.boot_id;
         let in_order = !same_boot || r.seq > c.seq;
-        let boot = r.events.contains(&Event::Boot)
-            || (!c.boot_id.is_empty() && !same_boot && r.seq <= 3)
-            || (same_boot && r.uptime_s + 5 < c.uptime_s);
+        // A restart, not a start: the first boot ops sees of a CPE (a new
+        // installation, or the first report after the history's window)
+        // says nothing about the CPE's health.
+        let seen_before = !c.boot_id.is_empty();
+        let boot = seen_before
+            && (r.events.contains(&Event::Boot)
+                || (!same_boot && r.seq <= 3)
+                || (same_boot && r.uptime_s + 5 < c.uptime_s));
         let mut crc = 0;
         let mut fec = 0;
         let mut es = 0;

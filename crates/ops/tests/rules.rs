@@ -129,6 +129,47 @@ fn restarts_are_the_cpe() {
 }
 
 #[test]
+fn a_cpe_seen_for_the_first_time_has_started_not_restarted() {
+    // A new installation (or ops' first report of a CPE): its first report
+    // carries the boot event and a small uptime.
+    let rows = vec![Row {
+        subscriber: "new".into(),
+        cabinet: "cab9".into(),
+        card: 0,
+        cell: "c9".into(),
+    }];
+    let mut engine = Engine::new(
+        Inventory::from_rows(rows).unwrap(),
+        Settings {
+            report_period_s: 10.0,
+            hag_period_s: 10.0,
+        },
+    );
+    let mut cpe = Cpe::new(0);
+    cpe.name = "new".into();
+    cpe.uptime = 0;
+    cpe.showtime_began = 0;
+    cpe.events.push(Event::Boot);
+    let mut t = T0;
+    for _ in 0..6 {
+        t += PERIOD;
+        engine.ingest(&cpe.report(t), t).unwrap();
+    }
+    let d = engine.diagnose(0, t + 1000);
+    assert_eq!(d.location, Location::None, "{d:?}");
+    // Its next start is a restart.
+    cpe.boot = "second".into();
+    cpe.seq = 0;
+    cpe.uptime = 0;
+    cpe.showtime_began = 0;
+    cpe.events.push(Event::Boot);
+    t += PERIOD;
+    engine.ingest(&cpe.report(t), t).unwrap();
+    let d = engine.diagnose(0, t + 1000);
+    assert_eq!(d.rule, "restarts", "{d:?}");
+}
+
+#[test]
 fn one_line_without_signal_is_the_pair_and_a_whole_cabinet_is_one_cabinet_job() {
     let mut s = Street::new();
     s.cpes[2].showtime = false;

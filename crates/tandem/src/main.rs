@@ -182,6 +182,15 @@ enum LabCmd {
         #[arg(long)]
         control: PathBuf,
     },
+    /// (internal) The lab CPE's modems: rewrites their files (ubus and
+    /// mmcli formats) from the lab's state every second, until the lab is
+    /// gone.
+    #[command(hide = true)]
+    Modem {
+        /// Lab name.
+        #[arg(long)]
+        name: String,
+    },
     /// (internal) The origin HTTP server.
     #[command(hide = true)]
     Origin {
@@ -388,6 +397,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             };
             lab::emu::run_blocking_with(&entries, control, stop, opts)?;
         }
+        LabCmd::Modem { name } => lab::modem::run(&name)?,
         LabCmd::Origin { listen } => {
             runtime()?.block_on(lab::origin::serve(listen))?;
         }

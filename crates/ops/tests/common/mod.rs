@@ -32,6 +32,8 @@ pub(crate) struct Cpe {
     pub(crate) dsl_probe: bool,
     pub(crate) lan: bool,
     pub(crate) events: Vec<Event>,
+    /// The uptime at which the line entered showtime.
+    pub(crate) showtime_began: u64,
 }
 
 impl Cpe {
@@ -56,6 +58,7 @@ impl Cpe {
             dsl_probe: true,
             lan: true,
             events: Vec::new(),
+            showtime_began: 1000,
         }
     }
 
@@ -128,7 +131,7 @@ impl Cpe {
                 downstream_power: 190,
                 stats: LineStats {
                     last_showtime_start: if self.showtime {
-                        self.uptime.saturating_sub(1000)
+                        self.uptime.saturating_sub(self.showtime_began)
                     } else {
                         0
                     },
