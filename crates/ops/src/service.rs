@@ -632,6 +632,23 @@ fn stale(shared: &Shared, sent_at_ms: u64, now: u64) -> Option<String> {
     None
 }
 
+/// Whether `body` carries the signature of `name`'s key among `keys`.
+fn signed_by(
+    s: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+    keys: impl Fn(&Keys) -> &HashMap<String, Key>,
+    name: &str,
+) -> bool {
+    signature(headers).is_some_and(|sig| {
+        s.keys.read().is_ok_and(|k| {
+            keys(&k)
+                .get(name)
+                .is_some_and(|key| telemetry::verify(key, body, sig).is_ok())
+        })
+    })
+}
+
 async fn post_report(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let m = &s.metrics;
     let r = match Report::parse(&body) {
@@ -641,14 +658,7 @@ async fn post_report(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             return fail(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    let verified = signature(&headers).is_some_and(|sig| {
-        s.keys.read().is_ok_and(|k| {
-            k.cpe
-                .get(&r.subscriber)
-                .is_some_and(|key| telemetry::verify(key, &body, sig).is_ok())
-        })
-    });
-    if !verified {
+    if !signed_by(&s, &headers, &body, |k| &k.cpe, &r.subscriber) {
         m.report("unauthenticated");
         return fail(
             StatusCode::UNAUTHORIZED,
@@ -705,14 +715,7 @@ async fn post_hag_report(
             return fail(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    let verified = signature(&headers).is_some_and(|sig| {
-        s.keys.read().is_ok_and(|k| {
-            k.hag
-                .get(&r.hag)
-                .is_some_and(|key| telemetry::verify(key, &body, sig).is_ok())
-        })
-    });
-    if !verified {
+    if !signed_by(&s, &headers, &body, |k| &k.hag, &r.hag) {
         m.hag("unauthenticated");
         return fail(
             StatusCode::UNAUTHORIZED,
