@@ -119,13 +119,13 @@ fn showtime(margin_tenths: i32, showtime_s: u64) -> telemetry::DslLine {
     }
 }
 
-/// A running CPE reporting to `ops` every second; stops on drop.
+/// A running CPE reporting to `ops` every `period_s`; stops on drop.
 struct Cpe {
     metrics: Arc<cpe::Metrics>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn cpe(dir: &Path, ops: SocketAddr, token: &str) -> Cpe {
+async fn cpe(dir: &Path, ops: SocketAddr, token: &str, period_s: u64) -> Cpe {
     let dsl = dir.join("dsl.json");
     let lte = dir.join("lte.json");
     std::fs::write(&dsl, modem::ubus::render(&showtime(112, 3_600))).unwrap();
@@ -159,7 +159,7 @@ probes = false
 ops = "{ops}"
 subscriber = "h0"
 token = "{token}"
-period_s = 1
+period_s = {period_s}
 timeout_ms = 1000
 dsl = "file:{}"
 mobile = "file:{}"
@@ -230,7 +230,7 @@ async fn reports_arrive_signed_with_the_modems_readings() {
     let dir = tempfile::tempdir().unwrap();
     let (token, operator) = ops_files(dir.path(), free_port());
     let ops = Ops::start(dir.path(), operator).await;
-    let cpe = cpe(dir.path(), ops.api, &token).await;
+    let cpe = cpe(dir.path(), ops.api, &token, 1).await;
     until(
         "three reports delivered",
         Duration::from_secs(10),
@@ -289,7 +289,7 @@ async fn reports_wait_for_ops_and_arrive_oldest_first() {
     let port = free_port();
     let (token, operator) = ops_files(dir.path(), port);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let cpe = cpe(dir.path(), addr, &token).await;
+    let cpe = cpe(dir.path(), addr, &token, 1).await;
     until("four reports queued", Duration::from_secs(10), async || {
         value(&cpe.metrics, "tandem_cpe_report_queue") >= 4.0
     })
@@ -321,6 +321,33 @@ async fn reports_wait_for_ops_and_arrive_oldest_first() {
         0.0
     );
     assert!(ops.home().await["last_report_ms"].as_u64().unwrap() > 0);
+    drop(cpe);
+    ops.stop().await;
+}
+
+#[tokio::test]
+async fn a_dying_gasp_goes_out_at_once_on_sigpwr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (token, operator) = ops_files(dir.path(), free_port());
+    let ops = Ops::start(dir.path(), operator).await;
+    // One report at start and none after it: the gasp can only come from
+    // the signal, and stays ops' last word.
+    let cpe = cpe(dir.path(), ops.api, &token, 3600).await;
+    // The reporter runs (and so listens for SIGPWR) once it has delivered.
+    until("a first report", Duration::from_secs(10), async || {
+        value(
+            &cpe.metrics,
+            "tandem_cpe_reports_total{result=\"delivered\"}",
+        ) >= 1.0
+    })
+    .await;
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGPWR).unwrap();
+    let t = Instant::now();
+    until("the gasp at ops", Duration::from_secs(5), async || {
+        ops.home().await["last"]["gasp"] == true
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     drop(cpe);
     ops.stop().await;
 }
