@@ -96,12 +96,14 @@ fn reports_reach_ops_and_go_over_mobile_when_the_line_is_cut() {
         Duration::from_secs(30),
         |v| v["via"] == "dsl" && v["last"]["showtime"] == true,
     );
-    // The CPE delivered everything it built; none was refused.
+    // None was refused or dropped, and the CPE counted at least the three
+    // ops was seen to take (over the line, over mobile, over the line
+    // again; how many more depends on the pace of the run).
     let m = lab.metrics("cpe");
-    assert_eq!(
-        common::metric(&m, "tandem_cpe_reports_total{result=\"refused\"}"),
-        0.0,
-        "{m}"
-    );
-    assert!(common::metric(&m, "tandem_cpe_reports_total{result=\"delivered\"}") >= 5.0);
+    for result in ["refused", "dropped"] {
+        let series = format!("tandem_cpe_reports_total{{result=\"{result}\"}}");
+        assert_eq!(common::metric(&m, &series), 0.0, "{series}: {m}");
+    }
+    let delivered = common::metric(&m, "tandem_cpe_reports_total{result=\"delivered\"}");
+    assert!(delivered >= 3.0, "{delivered} delivered: {m}");
 }
