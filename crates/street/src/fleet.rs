@@ -17,13 +17,11 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use telemetry::hag::SubscriberView;
-use telemetry::{
-    Channel as TrChannel, ChannelStats, ChannelStatsTotal, DslLine, Event, HagReport, Lan,
-    LineStats, LineStatsTotal, LineStatus, LinkReport, LinkStatus, Radio, Report, SCHEMA,
-};
+use telemetry::{Event, HagReport, Lan, LinkReport, Radio, Report, SCHEMA};
 
 use crate::fault::Effect;
-use crate::line::{Channel, Gauge, Impairment, Pair, Profile};
+use crate::line::{Gauge, Pair, Profile};
+use crate::modem::{Line, Modem};
 use crate::rng::{chance, normal, poisson, uniform};
 
 /// Lines per line card in a cabinet.
@@ -107,54 +105,6 @@ pub struct Home {
 }
 
 #[derive(Clone, Debug, Default)]
-struct Modem {
-    trained: (f64, f64),
-    showtime_since: Option<f64>,
-    training_until: Option<f64>,
-    es: u64,
-    ses: u64,
-    crc: (u64, u64),
-    fec: (u64, u64),
-    cache: Option<(ImpKey, Channel)>,
-    /// This step's margins (down, up), dB.
-    margins: Option<(f64, f64)>,
-    /// The margins' exact values for a channel and trained rates (the
-    /// bisection is the model's costly part: redone only on a change).
-    exact: Option<Exact>,
-    retrain_edge: bool,
-}
-
-/// A channel, the trained rates (down, up) and their exact margins.
-type Exact = (ImpKey, (f64, f64), (f64, f64));
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct ImpKey([i64; 5]);
-
-impl ImpKey {
-    fn of(i: &Impairment) -> Self {
-        Self([
-            (i.extra_loss_db * 10.0).round() as i64,
-            (i.noise_db * 10.0).round() as i64,
-            (i.low_band_noise_db * 2.0).round() as i64,
-            i64::from(i.extra_disturbers),
-            i64::from(i.cut),
-        ])
-    }
-
-    /// The impairment at the key's resolution: one key, one channel.
-    fn impairment(self) -> Impairment {
-        let [loss, noise, low, disturbers, cut] = self.0;
-        Impairment {
-            extra_loss_db: loss as f64 / 10.0,
-            noise_db: noise as f64 / 10.0,
-            low_band_noise_db: low as f64 / 2.0,
-            extra_disturbers: u32::try_from(disturbers).unwrap_or(0),
-            cut: cut != 0,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default)]
 struct Cpe {
     boot_id: String,
     seq: u64,
@@ -201,12 +151,6 @@ fn cap(profile: Profile) -> f64 {
         Profile::Adsl2Plus => 24_000.0,
         Profile::Vdsl2_17a => 100_000.0,
     }
-}
-
-/// CRC errors per second at a margin (0.05/s at 0 dB, ten times more per
-/// 1.5 dB less).
-fn crc_rate(margin_db: f64) -> f64 {
-    (0.05 * 10f64.powf(-margin_db / 1.5)).min(200.0)
 }
 
 impl Fleet {
@@ -327,12 +271,7 @@ impl Fleet {
         s.cpe.bytes = PerLink::default();
         s.cpe.gasped = false;
         // The modem restarts with the CPE: it trains again.
-        s.modem.showtime_since = None;
-        s.modem.training_until = Some(t + TRAIN_S);
-        s.modem.es = 0;
-        s.modem.ses = 0;
-        s.modem.crc = (0, 0);
-        s.modem.fec = (0, 0);
+        s.modem.restart(t, TRAIN_S);
     }
 
     /// Advances every home to time `t` (seconds since the start) with each
@@ -449,7 +388,7 @@ impl Fleet {
         }
         let r = self.report(i, t, now_ms);
         let s = &self.homes[i];
-        let reachable = s.modem.showtime_since.is_some() && e.dsl_loss_pct < 100.0
+        let reachable = s.modem.in_showtime() && e.dsl_loss_pct < 100.0
             || (!e.lte_down && t >= s.cpe.flap_until);
         Some(if reachable {
             Delivery::Sent(r)
@@ -461,93 +400,22 @@ impl Fleet {
     fn modem_step(&mut self, i: usize, t: f64, dt: f64, e: &Effect) {
         let burst = t < self.homes[i].cpe.burst_until;
         let s = &mut self.homes[i];
-        let key = ImpKey::of(&e.line);
-        if s.modem.cache.as_ref().is_none_or(|(k, _)| *k != key) {
-            s.modem.cache = Some((key, s.home.pair.channel(&key.impairment())));
-        }
-        let Some((_, ch)) = s.modem.cache.as_ref() else {
-            return;
+        let line = Line {
+            pair: s.home.pair,
+            cap_kbps: (s.home.cap_kbps, s.home.cap_kbps / 8.0),
+            train_s: TRAIN_S,
         };
-        if ch.cut {
-            if s.modem.showtime_since.take().is_some() {
-                s.cpe.events.push(Event::Retrain);
-            }
-            s.modem.training_until = None;
-            return;
-        }
-        if s.modem.showtime_since.is_none() && s.modem.training_until.is_none() {
-            s.modem.training_until = Some(t + TRAIN_S.min(dt * 0.75));
-        }
-        if let Some(until) = s.modem.training_until {
-            if t < until {
-                return;
-            }
-            s.modem.training_until = None;
-            s.modem.showtime_since = Some(until);
-            s.modem.trained = (
-                ch.down.attainable_kbps.min(s.home.cap_kbps),
-                ch.up.attainable_kbps.min(s.home.cap_kbps / 8.0),
-            );
-        }
-        let (md0, mu0) = match s.modem.exact {
-            Some((k, tr, m)) if k == key && tr == s.modem.trained => m,
-            _ => {
-                let m = (
-                    ch.margin_db(true, s.modem.trained.0),
-                    ch.margin_db(false, s.modem.trained.1),
-                );
-                s.modem.exact = Some((key, s.modem.trained, m));
-                m
-            }
-        };
-        let md = md0 + normal(&mut self.rng, 0.0, 0.3);
-        let mu = mu0 + normal(&mut self.rng, 0.0, 0.3);
-        let impulses = poisson(
-            &mut self.rng,
-            (e.impulses_per_min + if burst { 20.0 } else { 0.0 }) * dt / 60.0,
-        );
-        let (ld, lu) = (crc_rate(md), crc_rate(mu));
-        let crc_d = poisson(&mut self.rng, ld * dt) + impulses * self.rng.random_range(3..30);
-        let crc_u = poisson(&mut self.rng, lu * dt) + impulses * self.rng.random_range(0..10);
-        let lam = ld + lu;
-        let es = (dt * (1.0 - (-lam).exp())) as u64 + impulses;
-        let ses = if lam > 10.0 {
-            (dt * ((lam - 10.0) / 20.0).min(1.0)) as u64
-        } else {
-            0
-        } + impulses / 3;
-        let s = &mut self.homes[i];
-        s.modem.crc.0 += crc_d;
-        s.modem.crc.1 += crc_u;
-        s.modem.fec.0 += crc_d * 20 + impulses * 200 + poisson(&mut self.rng, dt * 0.5);
-        s.modem.fec.1 += crc_u * 20 + poisson(&mut self.rng, dt * 0.2);
-        s.modem.es += es.min(dt as u64);
-        s.modem.ses += ses.min(dt as u64);
-        let ring = e.retrain && !s.modem.retrain_edge;
-        s.modem.retrain_edge = e.retrain;
-        // Down below −3 dB, on a ring, on a run of severe seconds; and up
-        // again (as operators' DLM does) when the margin has stayed 12 dB
-        // above target for ten minutes, to win the rate back.
-        let since = s.modem.showtime_since.map_or(0.0, |s0| t - s0);
-        let headroom = md.min(mu) > crate::line::TARGET_MARGIN_DB + 12.0 && since >= 600.0;
-        if md.min(mu) < -3.0 || ring || ses as f64 >= dt * 0.5 || headroom {
-            s.modem.showtime_since = None;
-            s.modem.training_until = Some(t + TRAIN_S);
+        if s.modem.step(&line, t, dt, e, burst, &mut self.rng) {
             s.cpe.events.push(Event::Retrain);
         }
-        // Keep the margins of this step for the report.
-        s.modem.margins = Some((md, mu));
     }
 
     fn links_step(&mut self, i: usize, t: f64, dt: f64, e: &Effect) {
-        let showtime = self.homes[i].modem.showtime_since.is_some();
+        let showtime = self.homes[i].modem.in_showtime();
         let flap = t < self.homes[i].cpe.flap_until;
         let dsl_up = showtime && !e.hag_down && e.dsl_loss_pct < 100.0;
         let lte_up = !e.lte_down && !flap && !e.hag_down;
-        let crc_loss = self.homes[i]
-            .modem
-            .margins
-            .map_or(0.0, |(md, _)| (crc_rate(md) * 0.02).min(5.0));
+        let crc_loss = self.homes[i].modem.crc_loss_pct();
         let s = &mut self.homes[i];
         s.cond = Cond {
             extra_rtt_ms: PerLink::new(0.0, e.lte_extra_rtt_ms),
@@ -588,76 +456,8 @@ impl Fleet {
         );
         let s = &mut self.homes[i];
         s.cpe.seq += 1;
-        let showtime = s.modem.showtime_since;
-        let dsl = s.modem.cache.as_ref().map(|(_, ch)| {
-            let (md, mu) = s.modem.margins.unwrap_or((0.0, 0.0));
-            let up = showtime.is_some();
-            DslLine {
-                status: if up { LineStatus::Up } else { LineStatus::Down },
-                link_status: if up {
-                    LinkStatus::Up
-                } else if ch.cut {
-                    LinkStatus::NoSignal
-                } else {
-                    LinkStatus::Initializing
-                },
-                upstream_max_bit_rate: if ch.cut {
-                    0
-                } else {
-                    ch.up.attainable_kbps as u32
-                },
-                downstream_max_bit_rate: if ch.cut {
-                    0
-                } else {
-                    ch.down.attainable_kbps as u32
-                },
-                upstream_noise_margin: if up {
-                    (mu * 10.0).round().clamp(-640.0, 640.0) as i32
-                } else {
-                    0
-                },
-                downstream_noise_margin: if up {
-                    (md * 10.0).round().clamp(-640.0, 640.0) as i32
-                } else {
-                    0
-                },
-                upstream_attenuation: if up {
-                    ((ch.up.attenuation_db + e_noise.2) * 10.0)
-                        .round()
-                        .clamp(0.0, 1280.0) as i32
-                } else {
-                    0
-                },
-                downstream_attenuation: if up {
-                    ((ch.down.attenuation_db + e_noise.2) * 10.0)
-                        .round()
-                        .clamp(0.0, 1280.0) as i32
-                } else {
-                    0
-                },
-                upstream_power: if up { ch.power.1 } else { 0 },
-                downstream_power: if up { ch.power.0 } else { 0 },
-                stats: LineStats {
-                    last_showtime_start: showtime.map_or(0, |s0| (t - s0).max(0.0) as u64),
-                    total: LineStatsTotal {
-                        errored_secs: s.modem.es,
-                        severely_errored_secs: s.modem.ses,
-                    },
-                },
-                channel: TrChannel {
-                    upstream_curr_rate: if up { s.modem.trained.1 as u32 } else { 0 },
-                    downstream_curr_rate: if up { s.modem.trained.0 as u32 } else { 0 },
-                    stats: ChannelStats {
-                        total: ChannelStatsTotal {
-                            xtur_crc_errors: s.modem.crc.0,
-                            xtuc_crc_errors: s.modem.crc.1,
-                            xtur_fec_errors: s.modem.fec.0,
-                            xtuc_fec_errors: s.modem.fec.1,
-                        },
-                    },
-                },
-            }
-        });
+        let showtime = s.modem.in_showtime();
+        let dsl = s.modem.reading(t, e_noise.2);
         let home = &s.home;
         let links = Link::ALL
             .into_iter()
@@ -680,7 +480,7 @@ impl Fleet {
                 }
             })
             .collect();
-        let via = if s.cpe.link_up[Link::Dsl] || (showtime.is_some() && !s.cpe.link_up[Link::Lte]) {
+        let via = if s.cpe.link_up[Link::Dsl] || (showtime && !s.cpe.link_up[Link::Lte]) {
             Link::Dsl
         } else {
             Link::Lte

@@ -17,6 +17,7 @@ pub mod campaign;
 pub mod fault;
 pub mod fleet;
 pub mod line;
+pub mod modem;
 mod rng;
 
 pub use campaign::{Campaign, CampaignSpec, Case};
