@@ -298,6 +298,7 @@ pub fn run(opts: BenchOptions) -> Result<Outcome, BenchError> {
         tandem: true,
         shield: false,
         exe: opts.exe.clone(),
+        street: lab::street::Street::default(),
     })?;
     let lab_guard = LabGuard(opts.lab_name.clone());
     let servers = servers::Servers::start(&opts.lab_name, &contenders, &scratch, &opts.exe)?;

@@ -166,6 +166,13 @@ impl LinkHealth {
         }
         if !self.up && self.in_a_row >= self.cfg.up_after {
             self.up = true;
+            // Loss is measured while the link is up: the probes lost while
+            // it was down were its being down (reported as such), and would
+            // otherwise read as a lossy link for 50 probes after it is back.
+            self.outcomes.clear();
+            for _ in 0..self.in_a_row.min(WINDOW as u32) {
+                self.outcome(true);
+            }
             return Some(Transition::Up);
         }
         None

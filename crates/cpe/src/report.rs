@@ -62,6 +62,9 @@ struct Reporter {
     metrics: Arc<Metrics>,
     events: Vec<Event>,
     last_dsl: Option<DslLine>,
+    /// The line has been in showtime since this CPE started (its first
+    /// training after a start is no retrain).
+    synced: bool,
     lan_carrier: Option<bool>,
     last_error: [Option<String>; 2],
 }
@@ -130,6 +133,7 @@ impl Reporter {
             metrics,
             events: vec![Event::Boot],
             last_dsl: None,
+            synced: false,
             lan_carrier: carrier(&c.lan_interface),
             last_error: [None, None],
             t,
@@ -184,11 +188,14 @@ impl Reporter {
             // A new showtime that began after the last one: the line
             // trained again in between.
             if cur.in_showtime()
-                && (!prev.in_showtime()
+                && ((!prev.in_showtime() && self.synced)
                     || cur.stats.last_showtime_start < prev.stats.last_showtime_start)
             {
                 self.events.push(Event::Retrain);
             }
+        }
+        if dsl.as_ref().is_some_and(DslLine::in_showtime) {
+            self.synced = true;
         }
         if dsl.is_some() {
             self.last_dsl = dsl;

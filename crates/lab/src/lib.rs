@@ -25,11 +25,13 @@ pub mod attack;
 pub mod cmd;
 pub mod dns;
 pub mod emu;
+pub mod fault;
 pub mod modem;
 pub mod net;
 pub mod netns;
 pub mod origin;
 pub mod profile;
+pub mod street;
 pub mod topology;
 pub mod wait;
 

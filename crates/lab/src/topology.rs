@@ -57,6 +57,10 @@ use crate::emu::{self, Impairment};
 use crate::net::{self, Step};
 use crate::netns::{self, sysctl};
 use crate::profile::{LinkShape, Profile};
+use crate::street::{
+    self as lstreet, access_node as street_node, addr as saddr, cpe_node, hag_dev, home_node,
+    port_dev, Street,
+};
 use crate::LabError;
 
 /// The HAG's admin listener (`/metrics`, `/status`), in the `hag` node.
@@ -142,9 +146,9 @@ pub struct State {
     pub lte_blackhole: bool,
     /// Processes the lab started: (role, pid).
     pub pids: Vec<(String, u32)>,
-    /// When the fixed line's modem last entered showtime, Unix seconds.
+    /// The street's shape (one home unless `lab up --homes N`).
     #[serde(default)]
-    pub dsl_showtime_since: u64,
+    pub street: Street,
 }
 
 impl State {
@@ -156,9 +160,12 @@ impl State {
         }
     }
 
-    /// Seconds the fixed line's modem has been in showtime.
-    pub fn dsl_showtime_s(&self) -> u64 {
-        unix_now().saturating_sub(self.dsl_showtime_since)
+    /// Whether link `l` of home 1 is cut or blackholed by `lab link`.
+    pub fn manually_down(&self, l: Link) -> bool {
+        match l {
+            Link::Dsl => self.dsl_cut || self.dsl_blackhole,
+            Link::Lte => self.lte_cut || self.lte_blackhole,
+        }
     }
 
     fn shape_mut(&mut self, l: Link) -> &mut LinkShape {
@@ -167,12 +174,6 @@ impl State {
             Link::Lte => &mut self.lte,
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The directory holding a lab's state, configs and logs.
@@ -190,10 +191,7 @@ pub fn existing_namespaces(name: &str) -> Vec<String> {
     let prefix = format!("{name}-");
     netns::list()
         .into_iter()
-        .filter(|n| {
-            n.strip_prefix(&prefix)
-                .is_some_and(|node| NODES.contains(&node))
-        })
+        .filter(|n| n.strip_prefix(&prefix).is_some_and(crate::street::is_node))
         .collect()
 }
 
@@ -221,7 +219,7 @@ fn queue_bytes(kbit: u64) -> u32 {
 }
 
 /// The shaping of one link direction: what leaves `dev` at `kbit`.
-fn shape(dev: &str, kbit: u64) -> Step {
+pub(crate) fn shape(dev: &str, kbit: u64) -> Step {
     Step::Shape {
         dev: dev.to_owned(),
         kbit,
@@ -238,17 +236,140 @@ fn impairment(s: &LinkShape) -> Impairment {
     }
 }
 
-fn control_path(name: &str, l: Link) -> PathBuf {
-    state_dir(name).join(format!("emu-{}.ctl", l.name()))
+/// The delay queues' control file of a cabinet's or cell's node.
+pub(crate) fn control_path(name: &str, node: &str) -> PathBuf {
+    state_dir(name).join(format!("emu-{node}.ctl"))
 }
 
-/// Queue 1: upload direction (arriving from the CPE), queue 2: download.
-fn emu_entries(s: &LinkShape) -> Vec<(u16, Impairment)> {
-    vec![(1, impairment(s)), (2, impairment(s))]
+/// Queue `2p+1`: upload direction (arriving from the CPE), `2p+2`:
+/// download, for every port `p` of the node.
+fn emu_entries(s: &LinkShape, ports: u32) -> Vec<(u16, Impairment)> {
+    (0..ports)
+        .flat_map(|p| {
+            let q = u16::try_from(2 * p + 1).unwrap_or(u16::MAX);
+            [(q, impairment(s)), (q + 1, impairment(s))]
+        })
+        .collect()
+}
+
+/// A lock on the lab's state: `lab link`, `lab fault` and the street
+/// emulator change it one at a time. Released when dropped.
+pub fn lock(name: &str) -> Result<nix::fcntl::Flock<std::fs::File>, LabError> {
+    let dir = state_dir(name);
+    if !dir.exists() {
+        return Err(LabError::NotUp(name.to_owned()));
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("state.lock"))
+        .map_err(LabError::Io)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| LabError::Io(e.into()))
+}
+
+/// Sends `sig` to the process the lab runs as `role`, if it runs.
+pub(crate) fn signal_role(st: &State, role: &str, sig: nix::sys::signal::Signal) {
+    if let Some((_, pid)) = st.pids.iter().find(|(r, _)| r == role) {
+        if pid_alive(*pid) {
+            let p = nix::unistd::Pid::from_raw(*pid as i32);
+            let _ = nix::sys::signal::kill(p, sig);
+            // Reap it if it is our child (one the street emulator restarted).
+            let _ = nix::sys::wait::waitpid(p, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+    }
+}
+
+/// Starts home `i`'s CPE again (after a power loss or a restart) and
+/// records its new process.
+pub(crate) fn restart_cpe(name: &str, exe: &Path, i: u32) -> Result<(), LabError> {
+    let _lock = lock(name)?;
+    let mut st = load_state(name)?;
+    let role = cpe_node(i);
+    let cfg = state_dir(name).join(cpe_config_file(i));
+    let cfg_s = cfg.display().to_string();
+    let pid = spawn_bg(
+        exe,
+        &ns(name, &role),
+        &["cpe", "run", "--config", &cfg_s],
+        &state_dir(name).join(format!("{role}.log")),
+    )?;
+    st.pids.retain(|(r, _)| r != &role);
+    st.pids.push((role, pid));
+    save_state(&st)
+}
+
+/// Puts back the routes through home `i`'s link `l` (a link that went
+/// down loses them): the cabinet's (cell's) host route to a CPE on a port
+/// past the first and, on the fixed line, to the home's LAN; the CPE's
+/// default routes, best effort: the CPE may have put them back.
+pub(crate) fn restore_cpe_routes(name: &str, street: &Street, i: u32, l: Link) {
+    let node = ns(name, &street_node(l, street.access_of(l, i)));
+    let p = street.port(l, i);
+    let mut at_node = Vec::new();
+    if p > 0 {
+        let host = Route::on_link(MAIN_TABLE, IpAddr::V4(saddr::cpe_wan(l, i)), 32, 0);
+        at_node.push(Step::replace_route(host, Some(&port_dev(p))));
+    }
+    if l == Link::Dsl {
+        at_node.push(Step::replace_route(
+            via(MAIN_TABLE, saddr::lan(i), 24, saddr::cpe_wan(l, i)),
+            None,
+        ));
+    }
+    for r in at_node {
+        if let Err(e) = net::apply(&node, vec![r]) {
+            tracing::warn!("restoring a route to home {i}: {e}");
+        }
+    }
+    let gw = saddr::gateway(l);
+    let (dev, table) = match l {
+        Link::Dsl => ("dsl0", 10),
+        Link::Lte => ("lte0", 20),
+    };
+    let mut routes = vec![Step::replace_route(
+        default_via(table, gw).with_congctl(CC),
+        Some(dev),
+    )];
+    if l == Link::Dsl {
+        routes.push(Step::replace_route(
+            default_via(MAIN_TABLE, gw).with_congctl(CC),
+            Some(dev),
+        ));
+    }
+    for r in routes {
+        if let Err(e) = net::apply(&ns(name, &cpe_node(i)), vec![r]) {
+            tracing::debug!("restoring a CPE route: {e}");
+        }
+    }
+}
+
+/// Puts back the routes of home `i`'s LAN device after its cable is
+/// plugged in again (the device down lost them).
+pub(crate) fn restore_home_routes(name: &str, i: u32) {
+    let steps = vec![
+        Step::replace_route(
+            subnet_route(saddr::lan(i), 24, saddr::home(i)),
+            Some("eth0"),
+        ),
+        Step::replace_route(
+            default_via(MAIN_TABLE, saddr::cpe_lan(i)).with_congctl(CC),
+            None,
+        ),
+    ];
+    if let Err(e) = net::apply(&ns(name, &home_node(i)), steps) {
+        tracing::warn!("restoring home {i}'s LAN routes: {e}");
+    }
 }
 
 fn spawn_bg(exe: &Path, ns: &str, args: &[&str], log: &Path) -> Result<u32, LabError> {
-    let logf = std::fs::File::create(log).map_err(LabError::Io)?;
+    // Appended: a CPE the street restarts keeps one log.
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(LabError::Io)?;
     let errf = logf.try_clone().map_err(LabError::Io)?;
     let mut c = cmd::in_ns(
         ns,
@@ -366,17 +487,22 @@ pub struct UpOptions {
     pub shield: bool,
     /// The `tandem` executable to run inside the namespaces.
     pub exe: PathBuf,
+    /// The street: homes, cabinets, cells (one of each by default).
+    pub street: Street,
 }
 
 fn build(o: &UpOptions) -> Result<State, LabError> {
-    for node in NODES {
-        netns::create(&ns(&o.name, node))?;
+    let street = o.street;
+    for node in street.nodes() {
+        netns::create(&ns(&o.name, &node))?;
     }
-    wire(&o.name)?;
-    kernel_settings(&o.name)?;
-    routes(&o.name)?;
+    wire(&o.name, &street)?;
+    kernel_settings(&o.name, &street)?;
+    routes(&o.name, &street)?;
     for l in Link::ALL {
-        access_link(&o.name, l, o.profile_link(l))?;
+        for j in street.access(l) {
+            build_access_node(&o.name, &street, l, j, o.profile_link(l))?;
+        }
     }
     Ok(State {
         name: o.name.clone(),
@@ -388,38 +514,54 @@ fn build(o: &UpOptions) -> Result<State, LabError> {
         dsl_blackhole: false,
         lte_blackhole: false,
         pids: Vec::new(),
-        dsl_showtime_since: unix_now(),
+        street,
     })
 }
 
 /// The veth pairs between the nodes and their addresses.
-fn wire(name: &str) -> Result<(), LabError> {
+fn wire(name: &str, street: &Street) -> Result<(), LabError> {
     let n = |node: &str| ns(name, node);
-    // (ns A, dev A, ns B, dev B)
-    let veths = [
-        ("home", "eth0", "cpe", "lan0"),
-        ("cpe", "dsl0", "dsl", "cpe0"),
-        ("dsl", "core0", "hag", "dsl0"),
-        ("cpe", "lte0", "lte", "cpe0"),
-        ("lte", "core0", "hag", "lte0"),
+    // (node A, dev A, node B, dev B)
+    let mut veths: Vec<(String, String, String, String)> = [
         ("hag", "net0", "net", "eth0"),
         ("hag", "atk0", "atk", "eth0"),
         ("hag", "dns0", "dns", "eth0"),
-    ];
-    for (a, da, b, db) in veths {
+    ]
+    .iter()
+    .map(|(a, b, c, d)| ((*a).into(), (*b).into(), (*c).into(), (*d).into()))
+    .collect();
+    let mut addrs: Vec<(String, String, Ipv4Addr, u8)> = Vec::new();
+    for i in street.homes() {
+        veths.push((home_node(i), "eth0".into(), cpe_node(i), "lan0".into()));
+        addrs.push((home_node(i), "eth0".into(), saddr::home(i), 24));
+        addrs.push((cpe_node(i), "lan0".into(), saddr::cpe_lan(i), 24));
+        for l in Link::ALL {
+            let (j, p) = (street.access_of(l, i), street.port(l, i));
+            let wan = format!("{}0", l.name());
+            veths.push((cpe_node(i), wan.clone(), street_node(l, j), port_dev(p)));
+            addrs.push((cpe_node(i), wan, saddr::cpe_wan(l, i), 24));
+            // The first port has the gateway's subnet; the others answer
+            // for the gateway alone and route their CPE's address (routes).
+            let plen = if p == 0 { 24 } else { 32 };
+            addrs.push((street_node(l, j), port_dev(p), saddr::gateway(l), plen));
+        }
+    }
+    for l in Link::ALL {
+        for j in street.access(l) {
+            veths.push((
+                street_node(l, j),
+                "core0".into(),
+                "hag".into(),
+                hag_dev(l, j),
+            ));
+            addrs.push((street_node(l, j), "core0".into(), saddr::core(l, j), 24));
+            addrs.push(("hag".into(), hag_dev(l, j), saddr::hag_side(l, j), 24));
+        }
+    }
+    for (a, da, b, db) in &veths {
         net::veth((&n(a), da), (&n(b), db))?;
     }
-    let addrs = [
-        ("home", "eth0", addr::HOME, 24),
-        ("cpe", "lan0", addr::CPE_LAN, 24),
-        ("cpe", "dsl0", addr::CPE_DSL, 24),
-        ("dsl", "cpe0", addr::DSL_GW, 24),
-        ("dsl", "core0", addr::DSL_CORE, 24),
-        ("hag", "dsl0", addr::HAG_DSL, 24),
-        ("cpe", "lte0", addr::CPE_LTE, 24),
-        ("lte", "cpe0", addr::LTE_GW, 24),
-        ("lte", "core0", addr::LTE_CORE, 24),
-        ("hag", "lte0", addr::HAG_LTE, 24),
+    let fixed = [
         ("hag", "lo", addr::HAG_SERVICE, 32),
         ("hag", "net0", addr::HAG_NET, 24),
         ("net", "eth0", addr::ORIGIN, 24),
@@ -432,26 +574,36 @@ fn wire(name: &str) -> Result<(), LabError> {
         ("dns", "eth0", crate::dns::WARNING, 24),
         ("net", "eth0", crate::dns::AUTHORITY, 24),
     ];
-    let mut steps: Vec<(&str, Step)> = NODES.iter().map(|node| (*node, Step::up("lo"))).collect();
+    addrs.extend(
+        fixed
+            .iter()
+            .map(|(a, d, ip, p)| ((*a).into(), (*d).into(), *ip, *p)),
+    );
+    let mut steps: Vec<(String, Step)> = street
+        .nodes()
+        .into_iter()
+        .map(|node| (node, Step::up("lo")))
+        .collect();
     steps.extend(
         addrs
             .into_iter()
-            .map(|(node, dev, ip, plen)| (node, Step::address(dev, ip, plen))),
+            .map(|(node, dev, ip, plen)| (node, Step::address(&dev, ip, plen))),
     );
     apply_all(name, steps)
 }
 
-/// Applies `(node, step)`s, each node's in order, one thread per node.
-fn apply_all(name: &str, steps: Vec<(&str, Step)>) -> Result<(), LabError> {
-    for node in NODES {
+/// Applies `(node, step)`s, each node's in order.
+fn apply_all(name: &str, steps: Vec<(String, Step)>) -> Result<(), LabError> {
+    let mut nodes: Vec<&String> = steps.iter().map(|(n, _)| n).collect();
+    nodes.sort();
+    nodes.dedup();
+    for node in nodes {
         let mine: Vec<Step> = steps
             .iter()
             .filter(|(n, _)| n == node)
             .map(|(_, s)| s.clone())
             .collect();
-        if !mine.is_empty() {
-            net::apply(&ns(name, node), mine)?;
-        }
+        net::apply(&ns(name, node), mine)?;
     }
     Ok(())
 }
@@ -480,177 +632,219 @@ fn default_via(table: u32, gw: Ipv4Addr) -> Route {
 
 /// Every node's sysctls: no reverse-path filter, no IPv6, MPTCP on;
 /// forwarding on the routers.
-fn kernel_settings(name: &str) -> Result<(), LabError> {
-    let n = |node: &str| ns(name, node);
-    for node in NODES {
-        sysctl(&n(node), "net.ipv4.conf.all.rp_filter", "0")?;
-        sysctl(&n(node), "net.ipv4.conf.default.rp_filter", "0")?;
-        sysctl(&n(node), "net.ipv6.conf.all.disable_ipv6", "1")?;
-        sysctl(&n(node), "net.mptcp.enabled", "1")?;
-    }
-    for node in ["cpe", "dsl", "lte", "hag"] {
-        sysctl(&n(node), "net.ipv4.ip_forward", "1")?;
+fn kernel_settings(name: &str, street: &Street) -> Result<(), LabError> {
+    for node in street.nodes() {
+        let n = ns(name, &node);
+        sysctl(&n, "net.ipv4.conf.all.rp_filter", "0")?;
+        sysctl(&n, "net.ipv4.conf.default.rp_filter", "0")?;
+        sysctl(&n, "net.ipv6.conf.all.disable_ipv6", "1")?;
+        sysctl(&n, "net.mptcp.enabled", "1")?;
+        let stem = node.trim_end_matches(|c: char| c.is_ascii_digit());
+        if ["cpe", "dsl", "lte", "hag"].contains(&stem) {
+            sysctl(&n, "net.ipv4.ip_forward", "1")?;
+        }
     }
     Ok(())
 }
 
-/// Every node's routes and the CPE's per-link tables and rules.
-fn routes(name: &str) -> Result<(), LabError> {
+/// The routes a CPE starts with: its LAN, the default over the fixed
+/// line, and one table per link chosen by source address.
+fn cpe_routes(i: u32) -> Vec<Step> {
+    let (dsl_gw, lte_gw) = (saddr::gateway(Link::Dsl), saddr::gateway(Link::Lte));
+    vec![
+        Step::replace_route(
+            subnet_route(saddr::lan(i), 24, saddr::cpe_lan(i)),
+            Some("lan0"),
+        ),
+        Step::add_route(
+            default_via(MAIN_TABLE, dsl_gw).with_congctl(CC),
+            Some("dsl0"),
+        ),
+        Step::add_route(default_via(10, dsl_gw).with_congctl(CC), Some("dsl0")),
+        Step::add_route(default_via(20, lte_gw).with_congctl(CC), Some("lte0")),
+        Step::AddRule(Rule::from(100, saddr::cpe_wan(Link::Dsl, i).into(), 32, 10)),
+        Step::AddRule(Rule::from(100, saddr::cpe_wan(Link::Lte, i).into(), 32, 20)),
+    ]
+}
+
+/// Every node's routes and the CPEs' per-link tables and rules.
+fn routes(name: &str, street: &Street) -> Result<(), LabError> {
     // End hosts' routes carry `congctl cubic` (see module docs).
-    let lan = Ipv4Addr::new(192, 168, 100, 0);
     let internet = Ipv4Addr::new(203, 0, 113, 0);
-    let (dsl_net, lte_net) = (Ipv4Addr::new(10, 64, 1, 0), Ipv4Addr::new(10, 64, 2, 0));
     let add = Step::add_route;
     let replace = Step::replace_route;
-    let steps = vec![
-        (
-            "home",
-            replace(subnet_route(lan, 24, addr::HOME), Some("eth0")),
-        ),
-        (
-            "home",
+    let mut steps: Vec<(String, Step)> = Vec::new();
+    let mut push = |node: &str, s: Step| steps.push((node.to_owned(), s));
+    for i in street.homes() {
+        let home = home_node(i);
+        push(
+            &home,
+            replace(
+                subnet_route(saddr::lan(i), 24, saddr::home(i)),
+                Some("eth0"),
+            ),
+        );
+        push(
+            &home,
             add(
-                default_via(MAIN_TABLE, addr::CPE_LAN).with_congctl(CC),
+                default_via(MAIN_TABLE, saddr::cpe_lan(i)).with_congctl(CC),
                 None,
             ),
+        );
+        for s in cpe_routes(i) {
+            push(&cpe_node(i), s);
+        }
+    }
+    for l in Link::ALL {
+        for j in street.access(l) {
+            let node = street_node(l, j);
+            push(
+                &node,
+                add(default_via(MAIN_TABLE, saddr::hag_side(l, j)), None),
+            );
+            for i in street.homes_on(l, j) {
+                let p = street.port(l, i);
+                if p > 0 {
+                    let host = Route::on_link(MAIN_TABLE, IpAddr::V4(saddr::cpe_wan(l, i)), 32, 0);
+                    push(&node, add(host, Some(&port_dev(p))));
+                }
+                if l == Link::Dsl {
+                    // The home's non-TCP traffic (DNS) is routed over the
+                    // fixed line.
+                    push(
+                        &node,
+                        add(
+                            via(MAIN_TABLE, saddr::lan(i), 24, saddr::cpe_wan(l, i)),
+                            None,
+                        ),
+                    );
+                }
+            }
+            // The HAG: the first cabinet (cell) has the link's /24, the
+            // others their homes' addresses.
+            let core = saddr::core(l, j);
+            if j == 1 {
+                let net = Ipv4Addr::from(u32::from(saddr::gateway(l)) & !0xff);
+                push(
+                    "hag",
+                    add(via(MAIN_TABLE, net, 24, core).with_congctl(CC), None),
+                );
+            } else {
+                for i in street.homes_on(l, j) {
+                    push(
+                        "hag",
+                        add(
+                            via(MAIN_TABLE, saddr::cpe_wan(l, i), 32, core).with_congctl(CC),
+                            None,
+                        ),
+                    );
+                }
+            }
+            if l == Link::Dsl {
+                for i in street.homes_on(l, j) {
+                    push("hag", add(via(MAIN_TABLE, saddr::lan(i), 24, core), None));
+                }
+            }
+        }
+    }
+    push(
+        "hag",
+        replace(subnet_route(internet, 24, addr::HAG_NET), Some("net0")),
+    );
+    push(
+        "net",
+        replace(subnet_route(internet, 24, addr::ORIGIN), Some("eth0")),
+    );
+    push(
+        "net",
+        add(
+            default_via(MAIN_TABLE, addr::HAG_NET).with_congctl(CC),
+            None,
         ),
-        (
-            "cpe",
-            replace(subnet_route(lan, 24, addr::CPE_LAN), Some("lan0")),
+    );
+    push(
+        "atk",
+        add(
+            default_via(MAIN_TABLE, addr::HAG_ATK).with_congctl(CC),
+            None,
         ),
-        (
-            "cpe",
-            add(
-                default_via(MAIN_TABLE, addr::DSL_GW).with_congctl(CC),
-                Some("dsl0"),
-            ),
+    );
+    push(
+        "dns",
+        add(
+            default_via(MAIN_TABLE, crate::dns::HAG_DNS).with_congctl(CC),
+            None,
         ),
-        (
-            "cpe",
-            add(default_via(10, addr::DSL_GW).with_congctl(CC), Some("dsl0")),
-        ),
-        (
-            "cpe",
-            add(default_via(20, addr::LTE_GW).with_congctl(CC), Some("lte0")),
-        ),
-        (
-            "cpe",
-            Step::AddRule(Rule::from(100, addr::CPE_DSL.into(), 32, 10)),
-        ),
-        (
-            "cpe",
-            Step::AddRule(Rule::from(100, addr::CPE_LTE.into(), 32, 20)),
-        ),
-        ("dsl", add(default_via(MAIN_TABLE, addr::HAG_DSL), None)),
-        ("lte", add(default_via(MAIN_TABLE, addr::HAG_LTE), None)),
-        (
-            "hag",
-            add(
-                via(MAIN_TABLE, dsl_net, 24, addr::DSL_CORE).with_congctl(CC),
-                None,
-            ),
-        ),
-        (
-            "hag",
-            add(
-                via(MAIN_TABLE, lte_net, 24, addr::LTE_CORE).with_congctl(CC),
-                None,
-            ),
-        ),
-        (
-            "hag",
-            replace(subnet_route(internet, 24, addr::HAG_NET), Some("net0")),
-        ),
-        (
-            "net",
-            replace(subnet_route(internet, 24, addr::ORIGIN), Some("eth0")),
-        ),
-        (
-            "net",
-            add(
-                default_via(MAIN_TABLE, addr::HAG_NET).with_congctl(CC),
-                None,
-            ),
-        ),
-        (
-            "atk",
-            add(
-                default_via(MAIN_TABLE, addr::HAG_ATK).with_congctl(CC),
-                None,
-            ),
-        ),
-        (
-            "dns",
-            add(
-                default_via(MAIN_TABLE, crate::dns::HAG_DNS).with_congctl(CC),
-                None,
-            ),
-        ),
-        // The home's non-TCP traffic (DNS) is routed over the fixed line.
-        ("dsl", add(via(MAIN_TABLE, lan, 24, addr::CPE_DSL), None)),
-        ("hag", add(via(MAIN_TABLE, lan, 24, addr::DSL_CORE), None)),
-    ];
+    );
     apply_all(name, steps)
 }
 
-/// One access link: no segmentation offloads (htb would send 64 KB
-/// bursts), shaping in both directions, delay queues where packets arrive.
-fn access_link(name: &str, l: Link, shape_of: LinkShape) -> Result<(), LabError> {
-    let n = |node: &str| ns(name, node);
-    let node = n(l.name());
-    for (peer, dev) in [
-        (n("cpe"), format!("{}0", l.name())),
-        (n("hag"), format!("{}0", l.name())),
-    ] {
-        cmd::run_in(
-            &peer,
-            "ethtool",
-            &["-K", &dev, "tso", "off", "gso", "off", "gro", "off"],
-        )?;
+/// Where link `l` of home `i` is shaped upwards: on its cabinet's (cell's)
+/// backhaul in the plain lab, on the CPE's WAN device (where the modem
+/// sends) in a street, whose backhauls carry several lines.
+pub fn upload_shaper(street: &Street, l: Link, i: u32) -> (String, String) {
+    if street.is_street() {
+        (cpe_node(i), format!("{}0", l.name()))
+    } else {
+        (street_node(l, 1), "core0".into())
     }
-    for dev in ["cpe0", "core0"] {
-        cmd::run_in(
-            &node,
-            "ethtool",
-            &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
-        )?;
-    }
-    net::apply(
-        &node,
-        vec![
-            shape("cpe0", shape_of.down_kbit),
-            shape("core0", shape_of.up_kbit),
-        ],
-    )?;
-    for (dev, q) in [("cpe0", 1), ("core0", 2)] {
-        queue_arrivals(&node, dev, q)?;
-    }
-    Ok(())
 }
 
-/// Sends the packets arriving on `dev` in namespace `ns` to NFQUEUE
-/// `queue`, where the emulator ([`crate::emu`]) delays or drops them; they
-/// pass untouched while no emulator listens (`--queue-bypass`).
-pub fn queue_arrivals(ns: &str, dev: &str, queue: u16) -> Result<(), LabError> {
+/// One cabinet's or cell's node: no segmentation offloads (htb would send
+/// 64 KB bursts), every line shaped in both directions, delay queues where
+/// packets arrive (port `p`: queue `2p+1` upwards, `2p+2` downwards).
+fn build_access_node(
+    name: &str,
+    street: &Street,
+    l: Link,
+    j: u32,
+    shape_of: LinkShape,
+) -> Result<(), LabError> {
+    let node = ns(name, &street_node(l, j));
+    let off = ["tso", "off", "gso", "off", "gro", "off"];
+    let ethtool = |n: &str, dev: &str| {
+        let mut args = vec!["-K", dev];
+        args.extend(off);
+        cmd::run_in(n, "ethtool", &args).map(drop)
+    };
+    ethtool(&node, "core0")?;
+    ethtool(&ns(name, "hag"), &hag_dev(l, j))?;
+    let mut steps = Vec::new();
+    for i in street.homes_on(l, j) {
+        let p = street.port(l, i);
+        let wan = format!("{}0", l.name());
+        ethtool(&ns(name, &cpe_node(i)), &wan)?;
+        ethtool(&node, &port_dev(p))?;
+        steps.push(shape(&port_dev(p), shape_of.down_kbit));
+        let (up_node, up_dev) = upload_shaper(street, l, i);
+        net::apply(&ns(name, &up_node), vec![shape(&up_dev, shape_of.up_kbit)])?;
+        let q = u16::try_from(2 * p + 1).unwrap_or(u16::MAX);
+        queue_arrivals(&node, &port_dev(p), None, q)?;
+        // In a street the backhaul carries every line: each CPE's own queue.
+        let to = street.is_street().then(|| saddr::cpe_wan(l, i));
+        queue_arrivals(&node, "core0", to, q + 1)?;
+    }
+    net::apply(&node, steps)
+}
+
+/// Sends the packets arriving on `dev` in namespace `ns` (for `to` only,
+/// if given) to NFQUEUE `queue`, where the emulator ([`crate::emu`])
+/// delays or drops them; they pass untouched while no emulator listens
+/// (`--queue-bypass`).
+pub fn queue_arrivals(
+    ns: &str,
+    dev: &str,
+    to: Option<Ipv4Addr>,
+    queue: u16,
+) -> Result<(), LabError> {
     let q = queue.to_string();
-    cmd::run_in(
-        ns,
-        "iptables",
-        &[
-            "-t",
-            "mangle",
-            "-A",
-            "PREROUTING",
-            "-i",
-            dev,
-            "-j",
-            "NFQUEUE",
-            "--queue-num",
-            &q,
-            "--queue-bypass",
-        ],
-    )
-    .map(drop)
+    let to = to.map(|a| a.to_string());
+    let mut args = vec!["-t", "mangle", "-A", "PREROUTING", "-i", dev];
+    if let Some(a) = &to {
+        args.extend(["-d", a.as_str()]);
+    }
+    args.extend(["-j", "NFQUEUE", "--queue-num", &q, "--queue-bypass"]);
+    cmd::run_in(ns, "iptables", &args).map(drop)
 }
 
 impl UpOptions {
@@ -680,9 +874,19 @@ pub fn hag_config(dir: &Path, key_hex: &str) -> String {
     )
 }
 
-/// The CPE configuration the lab uses: the links' rates from the profile
-/// (the fixed line's "sync rate" the `priority` mode measures against).
-pub fn cpe_config(p: &Profile) -> String {
+/// Home `i`'s CPE configuration file in the state directory.
+pub fn cpe_config_file(i: u32) -> String {
+    if i == 1 {
+        "cpe.toml".into()
+    } else {
+        format!("cpe{i}.toml")
+    }
+}
+
+/// The CPE configuration the lab uses for home `i`: its addresses, the
+/// links' rates from the profile (the fixed line's "sync rate" the
+/// `priority` mode measures against).
+pub fn cpe_config(p: &Profile, i: u32) -> String {
     format!(
         "# Written by `tandem lab up`.\n\
          lan_interface = \"lan0\"\n\
@@ -692,12 +896,12 @@ pub fn cpe_config(p: &Profile) -> String {
          [dsl]\ninterface = \"dsl0\"\naddress = \"{}\"\ngateway = \"{}\"\ndown_kbit = {}\nup_kbit = {}\n\
          [lte]\ninterface = \"lte0\"\naddress = \"{}\"\ngateway = \"{}\"\ndown_kbit = {}\nup_kbit = {}\n",
         addr::HAG_SERVICE,
-        addr::CPE_DSL,
-        addr::DSL_GW,
+        saddr::cpe_wan(Link::Dsl, i),
+        saddr::gateway(Link::Dsl),
         p.dsl.down_kbit,
         p.dsl.up_kbit,
-        addr::CPE_LTE,
-        addr::LTE_GW,
+        saddr::cpe_wan(Link::Lte, i),
+        saddr::gateway(Link::Lte),
         p.lte.down_kbit,
         p.lte.up_kbit,
     )
@@ -717,17 +921,22 @@ pub fn wait_port(ns: &str, ip: Ipv4Addr, port: u16, timeout: Duration) -> Result
 fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     let dir = state_dir(&o.name);
     let n = |node: &str| ns(&o.name, node);
+    let street = st.street;
     for l in Link::ALL {
-        let ctl = control_path(&o.name, l);
-        emu::write_control(&ctl, &emu_entries(&st.shape(l))).map_err(LabError::Emu)?;
-        let ctl_s = ctl.display().to_string();
-        let pid = spawn_bg(
-            &o.exe,
-            &n(l.name()),
-            &["lab", "emu", "--control", &ctl_s],
-            &dir.join(format!("emu-{}.log", l.name())),
-        )?;
-        st.pids.push((format!("emu-{}", l.name()), pid));
+        for j in street.access(l) {
+            let node = street_node(l, j);
+            let ctl = control_path(&o.name, &node);
+            let ports = street.homes_on(l, j).len() as u32;
+            emu::write_control(&ctl, &emu_entries(&st.shape(l), ports)).map_err(LabError::Emu)?;
+            let ctl_s = ctl.display().to_string();
+            let pid = spawn_bg(
+                &o.exe,
+                &n(&node),
+                &["lab", "emu", "--control", &ctl_s],
+                &dir.join(format!("emu-{node}.log")),
+            )?;
+            st.pids.push((format!("emu-{node}"), pid));
+        }
     }
     let origin = format!("{}:{ORIGIN_PORT}", addr::ORIGIN);
     let pid = spawn_bg(
@@ -772,9 +981,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     }
     if o.tandem {
         let hag_cfg = dir.join("hag.toml");
-        let cpe_cfg = dir.join("cpe.toml");
         std::fs::write(&hag_cfg, hag_config(&dir, &random_key()?)).map_err(LabError::Io)?;
-        std::fs::write(&cpe_cfg, cpe_config(&o.profile)).map_err(LabError::Io)?;
         let hag_s = hag_cfg.display().to_string();
         if o.shield {
             // The operator's DNS and warning page are reachable through Tandem.
@@ -786,30 +993,33 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
             );
             std::fs::write(&hag_cfg, text).map_err(LabError::Io)?;
         }
-        let cpe_s = cpe_cfg.display().to_string();
-        // The home is a registered subscriber whose cookie is bound to the
+        // Each home is a registered subscriber whose cookie is bound to its
         // CPE's two WAN addresses.
-        let (dsl, lte) = (
-            format!("{}/32", addr::CPE_DSL),
-            format!("{}/32", addr::CPE_LTE),
-        );
-        cmd::run(
-            &o.exe.display().to_string(),
-            &[
-                "hag",
-                "subscriber",
-                "add",
-                "home-1",
-                "--config",
-                &hag_s,
-                "--cpe-config",
-                &cpe_s,
-                "--prefix",
-                &dsl,
-                "--prefix",
-                &lte,
-            ],
-        )?;
+        for i in street.homes() {
+            let cpe_cfg = dir.join(cpe_config_file(i));
+            std::fs::write(&cpe_cfg, cpe_config(&o.profile, i)).map_err(LabError::Io)?;
+            let (dsl, lte) = (
+                format!("{}/32", saddr::cpe_wan(Link::Dsl, i)),
+                format!("{}/32", saddr::cpe_wan(Link::Lte, i)),
+            );
+            cmd::run(
+                &o.exe.display().to_string(),
+                &[
+                    "hag",
+                    "subscriber",
+                    "add",
+                    &lstreet::subscriber(i),
+                    "--config",
+                    &hag_s,
+                    "--cpe-config",
+                    &cpe_cfg.display().to_string(),
+                    "--prefix",
+                    &dsl,
+                    "--prefix",
+                    &lte,
+                ],
+            )?;
+        }
         let pid = spawn_bg(
             &o.exe,
             &n("hag"),
@@ -819,16 +1029,31 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         st.pids.push(("hag".into(), pid));
         save_state(st)?;
         netns::wait_ready(&n("hag"), HAG_ADMIN, Duration::from_secs(10))?;
-        start_ops(o, st, &cpe_cfg)?;
+        start_ops(o, st)?;
+        for i in street.homes() {
+            let role = cpe_node(i);
+            let cfg = dir.join(cpe_config_file(i)).display().to_string();
+            let pid = spawn_bg(
+                &o.exe,
+                &n(&role),
+                &["cpe", "run", "--config", &cfg],
+                &dir.join(format!("{role}.log")),
+            )?;
+            st.pids.push((role, pid));
+            save_state(st)?;
+        }
+        for i in street.homes() {
+            netns::wait_ready(&n(&cpe_node(i)), CPE_ADMIN, Duration::from_secs(10))?;
+        }
+        // Last: from here on it changes the state too (a CPE it restarts).
         let pid = spawn_bg(
             &o.exe,
-            &n("cpe"),
-            &["cpe", "run", "--config", &cpe_s],
-            &dir.join("cpe.log"),
+            &n("net"),
+            &["lab", "street", "--name", &o.name],
+            &dir.join("street.log"),
         )?;
-        st.pids.push(("cpe".into(), pid));
+        st.pids.push(("street".into(), pid));
         save_state(st)?;
-        netns::wait_ready(&n("cpe"), CPE_ADMIN, Duration::from_secs(10))?;
     }
     Ok(())
 }
@@ -857,21 +1082,30 @@ pub fn operator_token_path(name: &str) -> PathBuf {
     state_dir(name).join("ops-operator.token")
 }
 
-/// Starts ops in the `net` node with the lab home in its inventory, issues
-/// the CPE's token (written into `cpe.toml`'s `[telemetry]` with the modem
-/// files as its sources) and an operator token (kept in the state
-/// directory for `lab` commands and the tests).
-fn start_ops(o: &UpOptions, st: &mut State, cpe_cfg: &Path) -> Result<(), LabError> {
+/// The operator's inventory of the street: each home's cabinet, line card
+/// and cell, as ops imports it.
+pub fn inventory_csv(street: &Street) -> String {
+    let mut csv = String::from("subscriber,cabinet,card,cell\n");
+    for i in street.homes() {
+        csv += &format!(
+            "{},{},{},{}\n",
+            lstreet::subscriber(i),
+            lstreet::cabinet_name(street.access_of(Link::Dsl, i)),
+            street.card(i),
+            lstreet::cell_id(street.access_of(Link::Lte, i)),
+        );
+    }
+    csv
+}
+
+/// Starts ops in the `net` node with the street's homes in its inventory,
+/// issues each CPE's token (written into its configuration's
+/// `[telemetry]` with the modem files as its sources) and an operator
+/// token (kept in the state directory for `lab` commands and the tests).
+fn start_ops(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     let dir = state_dir(&o.name);
     let exe = o.exe.display().to_string();
-    std::fs::write(
-        dir.join("homes.csv"),
-        format!(
-            "subscriber,cabinet,card,cell\n{HOME_SUBSCRIBER},cab1,0,{}\n",
-            crate::modem::CELL_ID
-        ),
-    )
-    .map_err(LabError::Io)?;
+    std::fs::write(dir.join("homes.csv"), inventory_csv(&st.street)).map_err(LabError::Io)?;
     let ops_cfg = dir.join("ops.toml");
     std::fs::write(&ops_cfg, ops_config(&dir)).map_err(LabError::Io)?;
     let ops_s = ops_cfg.display().to_string();
@@ -885,27 +1119,43 @@ fn start_ops(o: &UpOptions, st: &mut State, cpe_cfg: &Path) -> Result<(), LabErr
         .trim()
         .to_owned())
     };
-    let cpe_token = issue("cpe", HOME_SUBSCRIBER)?;
     let operator = issue("operator", "lab")?;
     std::fs::write(operator_token_path(&o.name), format!("{operator}\n")).map_err(LabError::Io)?;
-    crate::modem::write(&dir, st)?;
-    let pid = spawn_bg(
-        &o.exe,
-        &ns(&o.name, "cpe"),
-        &["lab", "modem", "--name", &o.name],
-        &dir.join("modem.log"),
-    )?;
-    st.pids.push(("modem".into(), pid));
-    let mut text = std::fs::read_to_string(cpe_cfg).map_err(LabError::Io)?;
-    text.push_str(&format!(
-        "\n[telemetry]\nops = \"{}:{OPS_PORT}\"\nsubscriber = \"{HOME_SUBSCRIBER}\"\n\
-         token = \"{cpe_token}\"\nperiod_s = {REPORT_PERIOD_S}\ntimeout_ms = 1500\n\
-         dsl = \"file:{}\"\nmobile = \"file:{}\"\n",
-        addr::OPS,
-        crate::modem::dsl_path(&dir).display(),
-        crate::modem::lte_path(&dir).display(),
-    ));
-    std::fs::write(cpe_cfg, text).map_err(LabError::Io)?;
+    for i in st.street.homes() {
+        let sub = lstreet::subscriber(i);
+        let cpe_token = issue("cpe", &sub)?;
+        // The modems' first readings, before the street emulator runs.
+        let pair = lstreet::pair(i);
+        let cap = st.dsl;
+        let mut m = street::modem::Modem::default();
+        let line = street::modem::Line {
+            pair,
+            cap_kbps: (cap.down_kbit as f64, cap.up_kbit as f64),
+            train_s: crate::fault::TRAIN_S,
+        };
+        m.resync(&line, &street::line::Impairment::default(), 0.0);
+        if let Some(r) = m.reading(0.0, 0.0) {
+            std::fs::write(crate::modem::dsl_path(&dir, i), modem::ubus::render(&r))
+                .map_err(LabError::Io)?;
+        }
+        let cell = lstreet::cell_id(st.street.access_of(Link::Lte, i));
+        std::fs::write(
+            crate::modem::lte_path(&dir, i),
+            modem::mmcli::render(&crate::modem::radio(false, &cell, 0.0)),
+        )
+        .map_err(LabError::Io)?;
+        let cpe_cfg = dir.join(cpe_config_file(i));
+        let mut text = std::fs::read_to_string(&cpe_cfg).map_err(LabError::Io)?;
+        text.push_str(&format!(
+            "\n[telemetry]\nops = \"{}:{OPS_PORT}\"\nsubscriber = \"{sub}\"\n\
+             token = \"{cpe_token}\"\nperiod_s = {REPORT_PERIOD_S}\ntimeout_ms = 1500\n\
+             dsl = \"file:{}\"\nmobile = \"file:{}\"\n",
+            addr::OPS,
+            crate::modem::dsl_path(&dir, i).display(),
+            crate::modem::lte_path(&dir, i).display(),
+        ));
+        std::fs::write(&cpe_cfg, text).map_err(LabError::Io)?;
+    }
     let pid = spawn_bg(
         &o.exe,
         &ns(&o.name, "net"),
@@ -958,8 +1208,13 @@ pub fn down(name: &str) -> Result<(), LabError> {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Ok(st) = load_state(name) {
         // CPE first: it removes its nftables table on SIGTERM.
+        // The street emulator before them: it would start a CPE again.
         let mut pids = st.pids.clone();
-        pids.sort_by_key(|(role, _)| if role == "cpe" { 0 } else { 1 });
+        pids.sort_by_key(|(role, _)| match role.as_str() {
+            "street" => 0,
+            r if r.starts_with("cpe") => 1,
+            _ => 2,
+        });
         for (role, pid) in &pids {
             stop_pid(role, *pid);
         }
@@ -1071,8 +1326,9 @@ pub fn parse_set(args: &[String]) -> Result<LinkAction, LabError> {
 
 /// Applies a change to a link of a running lab.
 pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
+    let _lock = lock(name)?;
     let mut st = load_state(name)?;
-    let node = ns(name, l.name());
+    let node = ns(name, &street_node(l, 1));
     match action {
         LinkAction::Cut => {
             net::apply(&node, vec![Step::Down("cpe0".into())])?;
@@ -1091,30 +1347,8 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
             }
             net::apply(&node, vec![Step::up("cpe0")])?;
             // Link down removed the routes through that interface: re-add.
-            let (gw, dev, table) = match l {
-                Link::Dsl => (addr::DSL_GW, "dsl0", 10),
-                Link::Lte => (addr::LTE_GW, "lte0", 20),
-            };
-            let mut routes = vec![Step::replace_route(
-                default_via(table, gw).with_congctl(CC),
-                Some(dev),
-            )];
-            if l == Link::Dsl {
-                routes.push(Step::replace_route(
-                    default_via(MAIN_TABLE, gw).with_congctl(CC),
-                    Some(dev),
-                ));
-            }
-            // Best effort, as before: the CPE may have put them back.
-            for r in routes {
-                if let Err(e) = net::apply(&ns(name, "cpe"), vec![r]) {
-                    tracing::debug!("restoring a CPE route: {e}");
-                }
-            }
-            if l == Link::Dsl && st.dsl_cut {
-                // The modem trains again.
-                st.dsl_showtime_since = unix_now();
-            }
+            // (The modem, in the street emulator, is back in sync at once.)
+            restore_cpe_routes(name, &st.street, 1, l);
             *cut_flag(&mut st, l) = false;
         }
         LinkAction::Set {
@@ -1145,11 +1379,22 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
             if down_kbit.is_some() {
                 steps.push(shape("cpe0", s.down_kbit));
             }
-            if up_kbit.is_some() {
-                steps.push(shape("core0", s.up_kbit));
-            }
             net::apply(&node, steps)?;
-            emu::write_control(&control_path(name, l), &emu_entries(&s)).map_err(LabError::Emu)?;
+            if up_kbit.is_some() {
+                let (up_node, up_dev) = upload_shaper(&st.street, l, 1);
+                net::apply(&ns(name, &up_node), vec![shape(&up_dev, s.up_kbit)])?;
+            }
+            // Home 1 is port 0; the street's other lines keep the profile's
+            // shape (the street emulator adds their faults within a second).
+            let others = crate::profile::by_name(&st.profile).map_or(s, |p| match l {
+                Link::Dsl => p.dsl,
+                Link::Lte => p.lte,
+            });
+            let ports = st.street.homes_on(l, 1).len() as u32;
+            let mut entries = emu_entries(&s, 1);
+            entries.extend(emu_entries(&others, ports).into_iter().skip(2));
+            emu::write_control(&control_path(name, &street_node(l, 1)), &entries)
+                .map_err(LabError::Emu)?;
         }
     }
     // What the modems say follows within a second (`lab modem`).
@@ -1199,6 +1444,24 @@ pub fn status(name: &str) -> Result<String, LabError> {
             s.jitter_ms,
             s.loss_pct
         );
+    }
+    if st.street.is_street() {
+        let s = st.street;
+        out += &format!(
+            "  street: {} homes, {} cabinets, {} cells\n",
+            s.homes, s.cabinets, s.cells
+        );
+        for i in s.homes() {
+            out += &format!(
+                "    {}: cabinet {} port {} card {}, cell {}, loop {} km\n",
+                lstreet::subscriber(i),
+                lstreet::cabinet_name(s.access_of(Link::Dsl, i)),
+                s.port(Link::Dsl, i),
+                s.card(i),
+                lstreet::cell_id(s.access_of(Link::Lte, i)),
+                lstreet::pair(i).length_km,
+            );
+        }
     }
     for (role, pid) in &st.pids {
         let alive = if pid_alive(*pid) { "running" } else { "EXITED" };

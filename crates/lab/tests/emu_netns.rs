@@ -81,7 +81,7 @@ impl Pair {
         let queue = 100 + u16::from(idx);
         let pair = lab::topology::Pair::build([&a, &b], &dev, [a_ip, b_ip], 24)
             .unwrap_or_else(|e| panic!("{e}"));
-        lab::topology::queue_arrivals(&b, &dev, queue).unwrap_or_else(|e| panic!("{e}"));
+        lab::topology::queue_arrivals(&b, &dev, None, queue).unwrap_or_else(|e| panic!("{e}"));
         Self {
             a: Ns(a),
             b: Ns(b),

@@ -326,6 +326,23 @@ impl Engine {
                 vec!["ops has never received a report from this CPE".into()],
             );
         }
+        // 0. The last word was a dying gasp: the power went, no need to
+        // wait for the silence.
+        if f.gasp && f.silent_s <= self.silent_after_s() {
+            ev.push(format!(
+                "its last report, {:.0} s ago, was a dying gasp (power failing)",
+                f.silent_s
+            ));
+            return d(
+                Location::Customer,
+                "power-loss",
+                "call the customer: power is off at home",
+                0.9,
+                home,
+                "dying-gasp",
+                ev,
+            );
+        }
         // 1. Silent on both links.
         if f.silent_s > self.silent_after_s() {
             ev.push(format!("no report for {:.0} s", f.silent_s));
@@ -396,7 +413,10 @@ impl Engine {
             );
         }
         // 2. Restarts.
-        if f.boots_30m >= 2 || (f.boots_30m >= 1 && f.uptime_s < 600 && f.retrains_30m <= 1) {
+        // (One restart after a dying gasp is the power coming back.)
+        if f.boots_30m >= 2
+            || (f.boots_30m >= 1 && f.uptime_s < 600 && f.retrains_30m <= 1 && f.gasps_30m == 0)
+        {
             ev.push(format!(
                 "{} restart(s) in the last 30 min, up for {} s now",
                 f.boots_30m, f.uptime_s
@@ -487,6 +507,35 @@ impl Engine {
                 0.85,
                 home,
                 "line-lost-sync",
+                ev,
+            );
+        }
+        // 4b. The modem trains and trains, with signal, and never reaches
+        // showtime: the pair is too poor to carry a rate (water, a bad
+        // joint, or the house's wiring: the line is where to look first).
+        if f.training && f.training_min_10m >= 4 {
+            ev.push(format!(
+                "DSL modem training without reaching showtime for {} of the last 10 min, with signal on the line{}",
+                f.training_min_10m,
+                if f.via_lte {
+                    ", the CPE reports over the mobile link"
+                } else {
+                    ""
+                }
+            ));
+            if f.atn_delta >= 1.0 {
+                ev.push(format!(
+                    "attenuation was {:+.1} dB against this line's normal at its last showtime",
+                    f.atn_delta
+                ));
+            }
+            return d(
+                Location::Line,
+                "line-fails-to-train",
+                "send an outside-plant technician to test the pair from the cabinet to the house",
+                0.55,
+                home,
+                "fails-to-train",
                 ev,
             );
         }

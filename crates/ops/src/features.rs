@@ -15,6 +15,8 @@ pub struct Features {
     pub gasp: bool,
     /// Boots in the last 30 minutes.
     pub boots_30m: u32,
+    /// Minutes with a dying gasp in the last 30 minutes.
+    pub gasps_30m: u32,
     /// Uptime at the last report, seconds.
     pub uptime_s: u64,
     /// LAN carrier in the last report.
@@ -25,6 +27,10 @@ pub struct Features {
     pub no_signal: bool,
     /// Minutes with no signal in the last 10.
     pub no_signal_min_10m: u32,
+    /// Whether the DSL modem was training (signal, no showtime) at the last report.
+    pub training: bool,
+    /// Minutes of the last 10 the DSL modem trained without reaching showtime.
+    pub training_min_10m: u32,
     /// Retrains in the last 30 minutes.
     pub retrains_30m: u32,
     /// CRC per minute over the last 10 minutes.
@@ -68,7 +74,7 @@ pub struct Features {
     pub reference: bool,
     /// DSL probes up in the last report.
     pub dsl_probe_up: bool,
-    /// Worst DSL probe loss over the last 5 minutes, percent.
+    /// DSL probe loss of the second worst of the last 5 minutes, percent.
     pub dsl_loss_5m: f64,
     /// Mobile probes up in the last report.
     pub lte_probe_up: bool,
@@ -100,6 +106,7 @@ impl Features {
             f.lan_carrier = l.lan_carrier;
             f.showtime = l.showtime;
             f.no_signal = l.no_signal;
+            f.training = l.training;
             f.dsl_probe_up = l.dsl_probe_up;
             f.lte_probe_up = l.lte_probe_up;
             f.registered = l.registered;
@@ -108,8 +115,12 @@ impl Features {
         let window = |m: u64| h.since(now_min.saturating_sub(m));
         let sum = |m: u64, g: fn(&Bucket) -> u64| window(m).map(g).sum::<u64>();
         f.boots_30m = sum(30, |b| u64::from(b.boots)) as u32;
+        f.gasps_30m = window(30).filter(|b| b.gasp).count() as u32;
         f.retrains_30m = sum(30, |b| u64::from(b.retrains)) as u32;
         f.no_signal_min_10m = window(10).filter(|b| b.no_signal > 0).count() as u32;
+        f.training_min_10m = window(10)
+            .filter(|b| b.training > 0 && b.showtime == 0)
+            .count() as u32;
         let minutes_10 = window(10).count().max(1) as f64;
         f.crc_per_min_10m = sum(10, |b| u64::from(b.crc)) as f64 / minutes_10;
         f.fec_per_min_10m = sum(10, |b| u64::from(b.fec)) as f64 / minutes_10;
@@ -166,7 +177,13 @@ impl Features {
                 .filter(|b| b.showtime > 0)
                 .map(|b| (b.minute, f64::from(b.ds_atn) - r.ds_atn))
                 .collect();
-            f.atn_max_jump = show.windows(2).map(|w| w[1].1 - w[0].1).fold(0.0, f64::max);
+            // The reference itself comes first: with a short history, a
+            // step in the first minute is a step from the line's normal.
+            let from_normal = show.first().map_or(0.0, |p| p.1);
+            f.atn_max_jump = show
+                .windows(2)
+                .map(|w| w[1].1 - w[0].1)
+                .fold(from_normal, f64::max);
             let before = show
                 .iter()
                 .filter(|p| p.0 + 5 >= now_min && p.0 + 2 <= now_min)
@@ -202,7 +219,11 @@ impl Features {
                 f.bad_share = f64::from(bad) / f64::from(total);
             }
         }
-        f.dsl_loss_5m = window(5).map(|b| f64::from(b.dsl_loss)).fold(0.0, f64::max);
+        // The second worst minute of five: loss that lasts, not a burst
+        // (retransmissions after an outage, one probe window's bad luck).
+        let mut losses: Vec<f64> = window(5).map(|b| f64::from(b.dsl_loss)).collect();
+        losses.sort_by(|a, b| b.total_cmp(a));
+        f.dsl_loss_5m = losses.get(1).copied().unwrap_or(0.0);
         f.lte_loss_5m = window(5).map(|b| f64::from(b.lte_loss)).fold(0.0, f64::max);
         let rtts: Vec<f64> = window(5)
             .filter(|b| b.lte_probe_up > 0)

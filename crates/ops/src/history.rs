@@ -25,6 +25,8 @@ pub struct Bucket {
     pub showtime: u16,
     /// Reports with no signal on the DSL line.
     pub no_signal: u16,
+    /// Reports with the DSL modem training (signal, no showtime).
+    pub training: u16,
     /// Worst downstream margin in showtime, dB.
     pub ds_margin_min: f32,
     /// Worst upstream margin in showtime, dB.
@@ -97,6 +99,8 @@ struct Counters {
     showtime_start: Option<u64>,
     sent_at_ms: u64,
     uptime_s: u64,
+    /// The line lost its signal and has not been in showtime since.
+    lost_sync: bool,
 }
 
 /// Everything ops keeps of one home.
@@ -122,6 +126,8 @@ pub struct Last {
     pub showtime: bool,
     /// DSL has no signal.
     pub no_signal: bool,
+    /// DSL modem training: signal but no showtime.
+    pub training: bool,
     /// DSL probes up.
     pub dsl_probe_up: bool,
     /// Mobile probes up.
@@ -188,6 +194,10 @@ impl Home {
         let mut ses = 0;
         let mut retrain = r.events.contains(&Event::Retrain);
         let showtime = r.dsl.as_ref().is_some_and(|d| d.in_showtime());
+        let no_signal = r
+            .dsl
+            .as_ref()
+            .is_some_and(|d| d.link_status == LinkStatus::NoSignal);
         if let Some(d) = &r.dsl {
             let t = &d.channel.stats.total;
             let cur_crc = t.xtur_crc_errors + t.xtuc_crc_errors;
@@ -212,6 +222,18 @@ impl Home {
                 self.counters.showtime_start = showtime.then_some(d.stats.last_showtime_start);
             }
         }
+        // Losing the signal, and training when it comes back, are the loss
+        // of sync (counted as such), not retrains of a line in trouble: a
+        // cabinet's power coming back retrains every line once.
+        let recovering = showtime && same_boot && self.counters.lost_sync;
+        if no_signal || recovering {
+            retrain = false;
+        }
+        if in_order && same_boot {
+            self.counters.lost_sync = no_signal || (self.counters.lost_sync && !showtime);
+        } else if in_order {
+            self.counters.lost_sync = no_signal;
+        }
         if in_order {
             self.counters.boot_id.clone_from(&r.boot_id);
             self.counters.seq = r.seq;
@@ -221,14 +243,12 @@ impl Home {
         let dsl_probe = r.link(Link::Dsl);
         let lte_probe = r.link(Link::Lte);
         let registered = r.mobile.as_ref().is_some_and(|m| m.registered);
-        let no_signal = r
-            .dsl
-            .as_ref()
-            .is_some_and(|d| d.link_status == LinkStatus::NoSignal);
         let gasp = r.events.contains(&Event::DyingGasp);
+        let training = r.dsl.is_some() && !showtime && !no_signal;
         let last = Last {
             showtime,
             no_signal,
+            training,
             dsl_probe_up: dsl_probe.is_some_and(|l| l.up),
             lte_probe_up: lte_probe.is_some_and(|l| l.up),
             registered,
@@ -267,6 +287,7 @@ impl Home {
         b.boots = b.boots.saturating_add(u16::from(boot));
         b.gasp |= gasp;
         b.no_signal = b.no_signal.saturating_add(u16::from(no_signal));
+        b.training = b.training.saturating_add(u16::from(training));
         b.registered = b.registered.saturating_add(u16::from(registered));
         b.lan_carrier = b.lan_carrier.saturating_add(u16::from(r.lan.carrier));
         b.via_lte = b.via_lte.saturating_add(u16::from(last.via_lte));
@@ -285,13 +306,31 @@ impl Home {
             b.ds_atn = last.ds_atn as f32;
             b.ds_rate = last.ds_rate as f32;
         }
+        let shared_loss = match (dsl_probe, lte_probe) {
+            (Some(d), Some(m)) if d.up && m.up => d.loss_pct.min(m.loss_pct).max(0.0),
+            _ => 0.0,
+        };
         if let Some(l) = dsl_probe {
             b.dsl_probe_up = b.dsl_probe_up.saturating_add(u16::from(l.up));
-            b.dsl_loss = b.dsl_loss.max(l.loss_pct as f32);
+            // The line's own loss: while it carries traffic, past its first
+            // half minute in showtime (the probes' window still holds the
+            // ones lost while it was down or training).
+            let settled = r
+                .dsl
+                .as_ref()
+                .is_some_and(|d| d.in_showtime() && d.stats.last_showtime_start >= 30);
+            // Loss both links see at once is past them (the HAG, the core).
+            if l.up && settled {
+                b.dsl_loss = b.dsl_loss.max((l.loss_pct - shared_loss) as f32);
+            }
         }
         if let Some(l) = lte_probe {
             b.lte_probe_up = b.lte_probe_up.saturating_add(u16::from(l.up));
-            b.lte_loss = b.lte_loss.max(l.loss_pct as f32);
+            // While it is up (down is counted as down), net of the loss
+            // the fixed line sees too.
+            if l.up {
+                b.lte_loss = b.lte_loss.max((l.loss_pct - shared_loss) as f32);
+            }
             if let Some(rtt) = l.rtt_ms.filter(|_| l.up) {
                 let n = f32::from(b.lte_probe_up);
                 b.lte_rtt += (rtt as f32 - b.lte_rtt) / n;

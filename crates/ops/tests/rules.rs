@@ -443,3 +443,82 @@ fn replay_reads_json_lines_and_prints_the_changes() {
     let cause = std::error::Error::source(&e).unwrap().to_string();
     assert!(cause.starts_with("malformed report:"), "{cause}");
 }
+
+#[test]
+fn a_dying_gasp_is_the_customers_power_at_once() {
+    let mut s = Street::new();
+    s.cpes[3].events.push(Event::DyingGasp);
+    s.run(10);
+    s.silent[3] = true;
+    // Within a period, long before the silence would tell.
+    let d = s.engine.diagnose(3, s.t + 2000);
+    assert_eq!(d.location, Location::Customer, "{d:?}");
+    assert_eq!((d.fault, d.rule), ("power-loss", "dying-gasp"));
+    // Power back: one start after a gasp is not a reboot loop.
+    s.run(120);
+    s.silent[3] = false;
+    s.cpes[3].boot = "after-power".into();
+    s.cpes[3].seq = 0;
+    s.cpes[3].uptime = 0;
+    s.cpes[3].showtime_began = 0;
+    s.cpes[3].events.push(Event::Boot);
+    s.run(120);
+    let d = s.diagnose(3);
+    assert_eq!(d.location, Location::None, "{d:?}");
+}
+
+#[test]
+fn a_line_that_trains_and_never_syncs_is_the_line() {
+    let mut s = Street::new();
+    s.cpes[2].showtime = false;
+    s.cpes[2].no_signal = false;
+    s.run(60);
+    // A minute of training is a retrain, not yet a fault.
+    assert_ne!(s.diagnose(2).rule, "fails-to-train");
+    s.run(240);
+    let d = s.diagnose(2);
+    assert_eq!(d.location, Location::Line, "{d:?}");
+    assert_eq!(d.rule, "fails-to-train");
+    assert!(d.evidence[0].contains("training"), "{d:?}");
+}
+
+#[test]
+fn a_cabinet_coming_back_is_no_line_card() {
+    let mut s = Street::new();
+    for c in &mut s.cpes[..8] {
+        c.showtime = false;
+        c.no_signal = true;
+    }
+    s.run(180);
+    assert_eq!(s.diagnose(0).location, Location::Cabinet);
+    // Power back: every line trains once, and that is all.
+    s.run_with(10, |cpes, _| {
+        for c in &mut cpes[..8] {
+            c.showtime = true;
+            c.no_signal = false;
+            c.showtime_began = c.uptime;
+            c.events.push(Event::Retrain);
+        }
+    });
+    s.run(180);
+    for i in 0..8 {
+        let d = s.diagnose(i);
+        assert_eq!(d.location, Location::None, "home {i}: {d:?}");
+    }
+}
+
+#[test]
+fn loss_both_links_see_is_not_the_lines() {
+    let mut s = Street::new();
+    s.cpes[6].dsl_loss = 10.0;
+    s.cpes[6].lte_loss = 10.0;
+    s.run(300);
+    let d = s.diagnose(6);
+    assert_eq!(d.location, Location::None, "{d:?}");
+    // The fixed line's alone is past its modem.
+    s.cpes[6].lte_loss = 0.0;
+    s.run(300);
+    let d = s.diagnose(6);
+    assert_ne!(d.location, Location::None, "{d:?}");
+    assert!(d.evidence.iter().any(|e| e.contains("probes")), "{d:?}");
+}

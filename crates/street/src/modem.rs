@@ -23,6 +23,9 @@ pub fn crc_rate(margin_db: f64) -> f64 {
     (0.05 * 10f64.powf(-margin_db / 1.5)).min(200.0)
 }
 
+/// The least rate, each way, a modem goes into showtime at, kbit/s.
+pub const MIN_TRAIN_KBPS: f64 = 64.0;
+
 /// One modem's state.
 #[derive(Clone, Debug, Default)]
 pub struct Modem {
@@ -95,9 +98,26 @@ impl Modem {
         self.fec = (0, 0);
     }
 
-    /// In showtime at `t` without training (a line the lab restores by
-    /// hand comes back at once).
-    pub fn resync(&mut self, t: f64) {
+    /// In showtime at `t` without training, at the rate `imp` lets the
+    /// line attain (a line the lab restores by hand, or whose tier it
+    /// changes, comes back at once).
+    pub fn resync(&mut self, line: &Line, imp: &Impairment, t: f64) {
+        let key = ImpKey::of(imp);
+        if self.cache.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.cache = Some((key, line.pair.channel(&key.impairment())));
+        }
+        if let Some((_, ch)) = &self.cache {
+            self.trained = (
+                ch.down.attainable_kbps.min(line.cap_kbps.0),
+                ch.up.attainable_kbps.min(line.cap_kbps.1),
+            );
+            if !ch.cut {
+                self.margins = Some((
+                    ch.margin_db(true, self.trained.0),
+                    ch.margin_db(false, self.trained.1),
+                ));
+            }
+        }
         self.showtime_since = Some(t);
         self.training_until = None;
     }
@@ -148,12 +168,19 @@ impl Modem {
             if t < until {
                 return false;
             }
-            self.training_until = None;
-            self.showtime_since = Some(until);
-            self.trained = (
+            let trained = (
                 ch.down.attainable_kbps.min(line.cap_kbps.0),
                 ch.up.attainable_kbps.min(line.cap_kbps.1),
             );
+            if trained.0 < MIN_TRAIN_KBPS || trained.1 < MIN_TRAIN_KBPS {
+                // Too little to carry anything in one direction: the
+                // training fails and starts again (signal present, no sync).
+                self.training_until = Some(t + line.train_s);
+                return false;
+            }
+            self.training_until = None;
+            self.showtime_since = Some(until);
+            self.trained = trained;
         }
         let (md0, mu0) = match self.exact {
             Some((k, tr, m)) if k == key && tr == self.trained => m,
@@ -307,8 +334,30 @@ mod tests {
         assert!(dropped);
         let mut cut = Effect::default();
         cut.line.cut = true;
-        m.resync(40.0);
+        m.resync(&l, &Impairment::default(), 40.0);
         assert!(m.step(&l, 41.0, 1.0, &cut, false, &mut rng));
+        // Wiring so bad that the upstream cannot carry anything: the
+        // modem keeps training, with signal, and never reaches showtime.
+        let far = Line {
+            pair: Pair {
+                length_km: 1.4,
+                ..l.pair
+            },
+            ..l
+        };
+        let mut bad = Effect::default();
+        bad.line.extra_loss_db = 6.0;
+        bad.line.noise_db = 3.4;
+        let mut m2 = Modem::default();
+        m2.restart(0.0, far.train_s);
+        for t in 1..60 {
+            m2.step(&far, f64::from(t), 1.0, &bad, false, &mut rng);
+            assert!(!m2.in_showtime(), "{t}");
+        }
+        assert_eq!(
+            m2.reading(60.0, 0.0).unwrap().link_status,
+            LinkStatus::Initializing
+        );
         let r = m.reading(41.0, 0.0).unwrap();
         assert_eq!(r.link_status, LinkStatus::NoSignal);
         assert_eq!(r.downstream_max_bit_rate, 0);

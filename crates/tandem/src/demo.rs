@@ -169,6 +169,7 @@ pub(crate) fn run(profile: &str, name: &str, seconds: u64) -> Result<()> {
         tandem: true,
         shield: false,
         exe: std::env::current_exe()?,
+        street: lab::street::Street::default(),
     })?;
     let _guard = LabGuard(name.to_string());
     let size = |kbit: u64| kbit * 1000 / 8 * seconds;

@@ -91,6 +91,53 @@ enum CpeCmd {
 }
 
 #[derive(Subcommand)]
+enum FaultCmd {
+    /// Injects a fault: `tandem lab fault inject broken-pair --home home-2`.
+    Inject {
+        /// The kind: missing-microfilter, in-home-wiring, reboot-loop,
+        /// power-loss, lan-unplugged, water-ingress, broken-pair, crosstalk,
+        /// cabinet-power, line-card, cell-outage, cell-congestion,
+        /// hag-unreachable, upstream-loss.
+        kind: String,
+        /// The home (home-2 or 2), for a home's or a line's fault.
+        #[arg(long)]
+        home: Option<String>,
+        /// The cabinet (cab1 or 1), for a cabinet's fault.
+        #[arg(long)]
+        cabinet: Option<String>,
+        /// One line card of the cabinet (line-card), 0-based.
+        #[arg(long)]
+        card: Option<u32>,
+        /// The cell (cell2, its id or 2), for a mobile fault.
+        #[arg(long)]
+        cell: Option<String>,
+        /// 0 to 1.
+        #[arg(long)]
+        severity: Option<f64>,
+        /// How long it lasts (30s, 5m, 1h); until cleared if not given.
+        #[arg(long = "for")]
+        for_: Option<String>,
+        /// Lab name.
+        #[arg(long, default_value = "tdm")]
+        name: String,
+    },
+    /// Clears one fault (by its number) or all of them.
+    Clear {
+        /// The fault's number (`lab fault list`); all if not given.
+        id: Option<u32>,
+        /// Lab name.
+        #[arg(long, default_value = "tdm")]
+        name: String,
+    },
+    /// Lists the faults.
+    List {
+        /// Lab name.
+        #[arg(long, default_value = "tdm")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum LabCmd {
     /// Builds the lab and starts the emulators, the origin server, the HAG
     /// and the CPE.
@@ -107,6 +154,21 @@ enum LabCmd {
         /// Do not start the DNS (NSD authority and `tandem shield`).
         #[arg(long)]
         no_shield: bool,
+        /// Homes in the street, each with its own CPE and LAN client.
+        #[arg(long, default_value_t = 1)]
+        homes: u32,
+        /// Street cabinets the homes' lines run through (in turn).
+        #[arg(long, default_value_t = 1)]
+        cabinets: u32,
+        /// Cells the homes' mobile links run through (in blocks).
+        #[arg(long, default_value_t = 1)]
+        cells: u32,
+    },
+    /// Injects, clears or lists faults in the street (the modems' readings
+    /// and the real data path change within a second).
+    Fault {
+        #[command(subcommand)]
+        cmd: FaultCmd,
     },
     /// Stops everything the lab started and deletes its namespaces.
     Down {
@@ -182,11 +244,11 @@ enum LabCmd {
         #[arg(long)]
         control: PathBuf,
     },
-    /// (internal) The lab CPE's modems: rewrites their files (ubus and
-    /// mmcli formats) from the lab's state every second, until the lab is
+    /// (internal) The street emulator: every home's modem model, the
+    /// faults made real, the LAN clients; every second until the lab is
     /// gone.
     #[command(hide = true)]
-    Modem {
+    Street {
         /// Lab name.
         #[arg(long)]
         name: String,
@@ -303,6 +365,50 @@ pub(crate) fn check<T, E: std::fmt::Display>(
     }
 }
 
+fn fault_cmd(cmd: FaultCmd) -> Result<()> {
+    match cmd {
+        FaultCmd::Inject {
+            kind,
+            home,
+            cabinet,
+            card,
+            cell,
+            severity,
+            for_,
+            name,
+        } => {
+            let kind: street::FaultKind = kind.parse()?;
+            let for_s = for_
+                .map(|d| {
+                    d.parse::<jiff::SignedDuration>()
+                        .map_err(|e| anyhow::anyhow!("--for {d:?}: {e} (e.g. 30s, 5m, 1h)"))
+                        .map(|d| d.as_secs_f64())
+                })
+                .transpose()?;
+            let f = lab::fault::inject(
+                &name,
+                kind,
+                &lab::fault::Inject {
+                    home,
+                    cabinet,
+                    card,
+                    cell,
+                    severity,
+                    for_s,
+                },
+            )?;
+            println!("{}", f.describe());
+        }
+        FaultCmd::Clear { id, name } => {
+            for f in lab::fault::clear(&name, id)? {
+                println!("cleared {}", f.describe());
+            }
+        }
+        FaultCmd::List { name } => print!("{}", lab::fault::list(&name)?),
+    }
+    Ok(())
+}
+
 fn lab_cmd(cmd: LabCmd) -> Result<()> {
     match cmd {
         LabCmd::Up {
@@ -310,7 +416,19 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             name,
             no_tandem,
             no_shield,
+            homes,
+            cabinets,
+            cells,
         } => {
+            let street = lab::street::Street {
+                homes,
+                cabinets,
+                cells,
+            };
+            street.validate()?;
+            if street.is_street() && no_tandem {
+                bail!("a street (--homes, --cabinets, --cells) needs the HAG and the CPEs: drop --no-tandem");
+            }
             let p = lab::profile::by_name(&profile).with_context(|| {
                 format!(
                     "unknown profile {profile:?}; known: {}",
@@ -324,6 +442,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
                 tandem: !no_tandem,
                 shield: !no_shield,
                 exe: std::env::current_exe().context("locating the tandem executable")?,
+                street,
             };
             lab::up(&opts)?;
             print!("{}", lab::status(&name)?);
@@ -348,7 +467,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
         }
         LabCmd::Steering { mode, name } => lab::topology::set_steering(&name, mode.parse()?)?,
         LabCmd::Exec { node, cmd, name } => {
-            if !lab::topology::NODES.contains(&node.as_str()) {
+            if !lab::street::is_node(&node) {
                 bail!(
                     "{node:?}: expected one of {}",
                     lab::topology::NODES.join(", ")
@@ -397,7 +516,8 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             };
             lab::emu::run_blocking_with(&entries, control, stop, opts)?;
         }
-        LabCmd::Modem { name } => lab::modem::run(&name)?,
+        LabCmd::Street { name } => lab::fault::run(&name)?,
+        LabCmd::Fault { cmd } => fault_cmd(cmd)?,
         LabCmd::Origin { listen } => {
             runtime()?.block_on(lab::origin::serve(listen))?;
         }

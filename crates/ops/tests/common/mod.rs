@@ -29,6 +29,8 @@ pub(crate) struct Cpe {
     pub(crate) registered: bool,
     pub(crate) lte_rtt: f64,
     pub(crate) lte_loss: f64,
+    /// Probe loss on the fixed line while it is up, percent.
+    pub(crate) dsl_loss: f64,
     pub(crate) dsl_probe: bool,
     pub(crate) lan: bool,
     pub(crate) events: Vec<Event>,
@@ -55,6 +57,7 @@ impl Cpe {
             registered: true,
             lte_rtt: 45.0,
             lte_loss: 0.0,
+            dsl_loss: 0.0,
             dsl_probe: true,
             lan: true,
             events: Vec::new(),
@@ -86,7 +89,7 @@ impl Cpe {
                     rtt_ms: Some(15.0),
                     jitter_ms: Some(1.0),
                     loss_pct: if self.showtime && self.dsl_probe {
-                        0.0
+                        self.dsl_loss
                     } else {
                         100.0
                     },

@@ -21,6 +21,11 @@ pub struct Lab {
 
 impl Lab {
     pub fn up(tag: &str, profile: &str) -> Self {
+        Self::up_with(tag, profile, &[])
+    }
+
+    /// A lab with more `lab up` arguments (`--homes 5`, ...).
+    pub fn up_with(tag: &str, profile: &str, more: &[&str]) -> Self {
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let name = format!("{tag}{}", std::process::id() % 1000);
         let _ = Command::new(TANDEM)
@@ -32,6 +37,7 @@ impl Lab {
         };
         let out = Command::new(TANDEM)
             .args(["lab", "up", "--name", &lab.name, "--profile", profile])
+            .args(more)
             .output()
             .expect("run tandem lab up");
         assert!(
