@@ -10,6 +10,9 @@
 //! the street"): they route between the CPE and the HAG, shape each direction
 //! with htb and a bfifo of ~50 ms, and hold packets for the link's delay with
 //! Tandem's NFQUEUE emulator ([`crate::emu`]), since this kernel has no netem.
+//! With `--homes N --cabinets C --cells K` the same builder makes a street
+//! of homes through several cabinet and cell nodes ([`crate::street`]);
+//! the plain lab is a street of one.
 //!
 //! [`Pair`] builds the other shape the bench needs: two namespaces joined by
 //! one veth, with no emulated link.
