@@ -45,7 +45,6 @@ use street::{Effect, FaultKind};
 
 use crate::emu::{self, Impairment};
 use crate::net::{self, Step};
-use crate::profile::LinkShape;
 use crate::street::{self as st, Scope, Street};
 use crate::topology::{self, addr, State};
 use crate::LabError;
@@ -177,10 +176,7 @@ pub fn load(name: &str) -> Result<Faults, LabError> {
 
 fn save(name: &str, f: &Faults) -> Result<(), LabError> {
     let text = toml::to_string(f).map_err(|e| LabError::State(e.to_string()))?;
-    let path = faults_path(name);
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).map_err(LabError::Io)?;
-    std::fs::rename(tmp, path).map_err(LabError::Io)
+    topology::write_atomic(&faults_path(name), &text)
 }
 
 fn now_ms() -> u64 {
@@ -360,22 +356,6 @@ struct Core {
     upstream_reset: Option<u32>,
 }
 
-fn cap_of(state: &State, i: u32) -> LinkShape {
-    if i == 1 {
-        state.dsl
-    } else {
-        crate::profile::by_name(&state.profile).map_or(state.dsl, |p| p.dsl)
-    }
-}
-
-fn lte_of(state: &State, i: u32) -> LinkShape {
-    if i == 1 {
-        state.lte
-    } else {
-        crate::profile::by_name(&state.profile).map_or(state.lte, |p| p.lte)
-    }
-}
-
 fn line(i: u32, cap: (u64, u64)) -> Line {
     Line {
         pair: st::pair(i),
@@ -417,8 +397,8 @@ pub fn run(name: &str) -> Result<(), LabError> {
             let mut e = faults.effect_on(&street, i, now);
             let manual = i == 1 && state.dsl_cut;
             e.line.cut |= manual;
-            let cap = cap_of(&state, i);
-            let cap = (cap.down_kbit, cap.up_kbit);
+            let base = state.line_shape(Link::Dsl, i);
+            let cap = (base.down_kbit, base.up_kbit);
             let sim = sims.entry(i).or_insert_with(|| {
                 let mut m = Modem::default();
                 m.resync(&line(i, cap), &e.line, t);
@@ -439,8 +419,7 @@ pub fn run(name: &str) -> Result<(), LabError> {
             }
             // The line's and the mobile link's queues: base shape and the
             // fault's loss and delay.
-            let base = cap_of(&state, i);
-            let lte = lte_of(&state, i);
+            let lte = state.line_shape(Link::Lte, i);
             let dsl_loss = (base.loss_pct + e.dsl_loss_pct + sim.modem.crc_loss_pct()).min(100.0);
             let lte_loss = (lte.loss_pct + e.lte_loss_pct).min(100.0);
             for (l, shape, extra_ms, loss) in [
@@ -612,11 +591,11 @@ fn step_home(
     if !off {
         let dir = topology::state_dir(name);
         if let Some(r) = sim.modem.reading(t, 0.0) {
-            write_atomic(&crate::modem::dsl_path(&dir, i), &modem::ubus::render(&r))?;
+            topology::write_atomic(&crate::modem::dsl_path(&dir, i), &modem::ubus::render(&r))?;
         }
         let k = street.access_of(Link::Lte, i);
         let radio = crate::modem::radio(!lte_up || lte_manual, &st::cell_id(k), e.sinr_drop_db);
-        write_atomic(
+        topology::write_atomic(
             &crate::modem::lte_path(&dir, i),
             &modem::mmcli::render(&radio),
         )?;
@@ -633,12 +612,6 @@ fn set_dev(ns: &str, dev: &str, up: bool) -> Result<(), LabError> {
             Step::Down(dev.to_owned())
         }],
     )
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<(), LabError> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).map_err(LabError::Io)?;
-    std::fs::rename(&tmp, path).map_err(LabError::Io)
 }
 
 /// The HAG's rules for the core's faults (iptables in its node, as for the

@@ -163,6 +163,18 @@ impl State {
         }
     }
 
+    /// Link `l`'s shape for home `i`: home 1's is what `lab link set` made
+    /// it, the street's others keep the profile's.
+    pub fn line_shape(&self, l: Link, i: u32) -> LinkShape {
+        match crate::profile::by_name(&self.profile) {
+            Some(p) if i != 1 => match l {
+                Link::Dsl => p.dsl,
+                Link::Lte => p.lte,
+            },
+            _ => self.shape(l),
+        }
+    }
+
     /// Whether link `l` of home 1 is cut or blackholed by `lab link`.
     pub fn manually_down(&self, l: Link) -> bool {
         match l {
@@ -210,9 +222,16 @@ pub fn save_state(s: &State) -> Result<(), LabError> {
     let dir = state_dir(&s.name);
     std::fs::create_dir_all(&dir).map_err(LabError::Io)?;
     let text = toml::to_string(s).map_err(|e| LabError::State(e.to_string()))?;
-    let tmp = dir.join("state.toml.tmp");
+    write_atomic(&dir.join("state.toml"), &text)
+}
+
+/// Writes `text` to `path` through a temporary file beside it, so a
+/// reader sees the old file or the new one, never half of one.
+pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), LabError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     std::fs::write(&tmp, text).map_err(LabError::Io)?;
-    std::fs::rename(tmp, dir.join("state.toml")).map_err(LabError::Io)
+    std::fs::rename(&tmp, path).map_err(LabError::Io)
 }
 
 /// The bfifo limit for ~50 ms of queue at `kbit`.
@@ -1389,10 +1408,7 @@ pub fn link(name: &str, l: Link, action: &LinkAction) -> Result<(), LabError> {
             }
             // Home 1 is port 0; the street's other lines keep the profile's
             // shape (the street emulator adds their faults within a second).
-            let others = crate::profile::by_name(&st.profile).map_or(s, |p| match l {
-                Link::Dsl => p.dsl,
-                Link::Lte => p.lte,
-            });
+            let others = st.line_shape(l, 2);
             let ports = st.street.homes_on(l, 1).len() as u32;
             let mut entries = emu_entries(&s, 1);
             entries.extend(emu_entries(&others, ports).into_iter().skip(2));

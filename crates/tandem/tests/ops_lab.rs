@@ -6,39 +6,17 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Lab;
 use serde_json::Value;
-
-fn ops_addr() -> SocketAddr {
-    SocketAddr::from((lab::topology::addr::OPS, lab::topology::OPS_PORT))
-}
-
-/// `GET path` on ops' API as the lab's operator.
-fn api(lab: &Lab, path: &str) -> Value {
-    let token = std::fs::read_to_string(lab::topology::operator_token_path(&lab.name)).unwrap();
-    let (code, body) = lab::netns::http_request(
-        &lab.ns("net"),
-        ops_addr(),
-        "GET",
-        path,
-        Some(token.trim()),
-        None,
-        Duration::from_secs(5),
-    )
-    .unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(code, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-}
 
 /// Waits until the home's view satisfies `f`; returns it.
 fn home_until(lab: &Lab, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
     let path = format!("/api/v1/homes/{}", lab::topology::HOME_SUBSCRIBER);
     let t = Instant::now();
     loop {
-        let v = api(lab, &path);
+        let v = lab.ops_api(&path);
         if f(&v) {
             return v;
         }

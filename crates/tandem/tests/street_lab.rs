@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Lab;
@@ -20,29 +19,8 @@ use serde_json::Value;
 
 const HOMES: u32 = 5;
 
-fn ops_addr() -> SocketAddr {
-    SocketAddr::from((lab::topology::addr::OPS, lab::topology::OPS_PORT))
-}
-
-/// `GET path` on ops' API as the lab's operator.
-fn api(lab: &Lab, path: &str) -> Value {
-    let token = std::fs::read_to_string(lab::topology::operator_token_path(&lab.name)).unwrap();
-    let (code, body) = lab::netns::http_request(
-        &lab.ns("net"),
-        ops_addr(),
-        "GET",
-        path,
-        Some(token.trim()),
-        None,
-        Duration::from_secs(5),
-    )
-    .unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(code, 200, "{path}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-}
-
 fn home(lab: &Lab, i: u32) -> Value {
-    api(lab, &format!("/api/v1/homes/home-{i}"))
+    lab.ops_api(&format!("/api/v1/homes/home-{i}"))
 }
 
 /// What each home is diagnosed with: (location, fault, dispatch).
@@ -170,7 +148,7 @@ fn a_fault_of_every_class_is_located_and_dispatched_and_a_cabinet_is_one_inciden
     eprintln!("cabinet, line and home diagnosed in {took:?}");
     // With its line broken, home 4 reports over the mobile link.
     assert_eq!(home(&lab, 4)["via"], "lte");
-    let open = api(&lab, "/api/v1/incidents?state=open");
+    let open = lab.ops_api("/api/v1/incidents?state=open");
     let cabinet: Vec<&Value> = open
         .as_array()
         .unwrap()

@@ -48,6 +48,26 @@ impl Lab {
         lab
     }
 
+    /// `GET path` on ops' API (in the `net` node) as the lab's operator,
+    /// answered 200 with JSON.
+    pub fn ops_api(&self, path: &str) -> serde_json::Value {
+        let token =
+            std::fs::read_to_string(lab::topology::operator_token_path(&self.name)).unwrap();
+        let ops = std::net::SocketAddr::from((lab::topology::addr::OPS, lab::topology::OPS_PORT));
+        let (code, body) = lab::netns::http_request(
+            &self.ns("net"),
+            ops,
+            "GET",
+            path,
+            Some(token.trim()),
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
     pub fn ns(&self, node: &str) -> String {
         format!("{}-{node}", self.name)
     }
