@@ -82,7 +82,7 @@ pub struct Features {
     pub registered: bool,
     /// Mobile round trip over the last 5 minutes less the reference, ms.
     pub lte_rtt_delta: f64,
-    /// Worst mobile loss over the last 5 minutes, percent.
+    /// Mobile loss of the second worst of the last 5 minutes, percent.
     pub lte_loss_5m: f64,
     /// The last report came over the mobile link.
     pub via_lte: bool,
@@ -224,7 +224,11 @@ impl Features {
         let mut losses: Vec<f64> = window(5).map(|b| f64::from(b.dsl_loss)).collect();
         losses.sort_by(|a, b| b.total_cmp(a));
         f.dsl_loss_5m = losses.get(1).copied().unwrap_or(0.0);
-        f.lte_loss_5m = window(5).map(|b| f64::from(b.lte_loss)).fold(0.0, f64::max);
+        // As for the fixed line: loss that lasts two minutes of five, not
+        // the burst right after a link (or the HAG) comes back.
+        let mut losses: Vec<f64> = window(5).map(|b| f64::from(b.lte_loss)).collect();
+        losses.sort_by(|a, b| b.total_cmp(a));
+        f.lte_loss_5m = losses.get(1).copied().unwrap_or(0.0);
         let rtts: Vec<f64> = window(5)
             .filter(|b| b.lte_probe_up > 0)
             .map(|b| f64::from(b.lte_rtt))
