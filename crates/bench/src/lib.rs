@@ -27,6 +27,7 @@ mod measure;
 pub mod meter;
 pub mod opscampaign;
 pub mod opsingest;
+pub mod opslab;
 mod relaycost;
 pub mod report;
 mod servers;
@@ -299,6 +300,7 @@ pub fn run(opts: BenchOptions) -> Result<Outcome, BenchError> {
         shield: false,
         exe: opts.exe.clone(),
         street: lab::street::Street::default(),
+        mobile_budget: None,
     })?;
     let lab_guard = LabGuard(opts.lab_name.clone());
     let servers = servers::Servers::start(&opts.lab_name, &contenders, &scratch, &opts.exe)?;

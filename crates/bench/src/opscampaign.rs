@@ -72,7 +72,8 @@ pub struct ClassScore {
 }
 
 impl Confusion {
-    fn add(&mut self, truth: Location, got: Location) {
+    /// Counts one answer.
+    pub fn add(&mut self, truth: Location, got: Location) {
         self.m[ix(truth)][ix(got)] += 1;
     }
 
@@ -352,11 +353,11 @@ pub fn run(spec: CampaignSpec, progress: &mut dyn FnMut(&str)) -> Evaluation {
     }
 }
 
-fn pct(v: f64) -> String {
+pub(crate) fn pct(v: f64) -> String {
     format!("{:.1} %", v * 100.0)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
@@ -364,7 +365,7 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(k).copied()
 }
 
-fn matrix(out: &mut String, name: &str, c: &Confusion) {
+pub(crate) fn matrix(out: &mut String, name: &str, c: &Confusion) {
     let _ = writeln!(out, "\n{name} (rows: truth, columns: answer)\n");
     let _ = write!(out, "| truth \\ answer |");
     for l in Location::ALL {

@@ -207,6 +207,13 @@ pub struct Observation {
     pub rolled_over: bool,
     /// Something important changed (rollover, exhaustion): persist now.
     pub dirty: bool,
+    /// Bytes carried in this period while the budget was waived (counted
+    /// apart, not in `used`).
+    pub waived: u64,
+    /// The extra bytes granted now (in `limit`).
+    pub extra: u64,
+    /// The budget is waived now.
+    pub waiver: bool,
 }
 
 /// The state file's content.
@@ -218,6 +225,10 @@ struct State {
     /// The limit under which `exhausted` was decided.
     limit_bytes: u64,
     exhausted: bool,
+    /// Bytes carried while the budget was waived (files written before
+    /// waivers have none).
+    #[serde(default)]
+    waived_bytes: u64,
 }
 
 /// Accounting of the mobile link's bytes in the current billing period.
@@ -236,6 +247,11 @@ pub struct Tracker {
     /// Rate over the last observation interval, bytes/s.
     rate_last: f64,
     exhausted: bool,
+    /// Bytes carried while waived, this period.
+    waived: u64,
+    /// Ops' policy now: the budget is waived; extra bytes granted.
+    waiver: bool,
+    extra: u64,
 }
 
 impl Tracker {
@@ -261,12 +277,16 @@ impl Tracker {
             rate_ewma: None,
             rate_last: 0.0,
             exhausted: false,
+            waived: 0,
+            waiver: false,
+            extra: 0,
             cfg,
         };
         if let Some(state) = load(&tracker.cfg.state_path)? {
             if now_unix < state.period.end_unix {
                 tracker.period = state.period;
                 tracker.used = state.used_bytes;
+                tracker.waived = state.waived_bytes;
                 // A changed limit re-decides exhaustion from the count.
                 tracker.exhausted = (state.exhausted
                     && state.limit_bytes == tracker.cfg.limit_bytes)
@@ -294,22 +314,48 @@ impl Tracker {
         if rolled_over {
             self.period = period_containing(now, self.cfg.reset_day);
             self.used = 0;
+            self.waived = 0;
             self.exhausted = false;
         }
-        self.used = self.used.saturating_add(delta);
+        if self.waiver {
+            self.waived = self.waived.saturating_add(delta);
+        } else {
+            self.used = self.used.saturating_add(delta);
+        }
         self.update_rate(delta, now_unix_ms);
 
         let projected = self.rate_ewma.unwrap_or(0.0).max(self.rate_last) * REACTION_SECS;
-        let newly_exhausted = !self.exhausted && self.over_threshold(projected);
+        let newly_exhausted = !self.waiver && !self.exhausted && self.over_threshold(projected);
         self.exhausted |= newly_exhausted;
         Observation {
             used: self.used,
-            limit: self.cfg.limit_bytes,
+            limit: self.limit(),
             period_label: self.period.label.clone(),
-            exhausted: self.exhausted,
+            exhausted: self.exhausted && !self.waiver,
             rolled_over,
             dirty: rolled_over || newly_exhausted,
+            waived: self.waived,
+            extra: self.extra,
+            waiver: self.waiver,
         }
+    }
+
+    /// Applies ops' policy: while `waiver`, the mobile link's bytes are
+    /// counted apart (not charged) and the budget does not hold it back;
+    /// `extra` bytes granted raise the limit. A change of the grant decides
+    /// exhaustion again from the count (a grant can free a spent budget,
+    /// and its end spend it again).
+    pub fn set_policy(&mut self, waiver: bool, extra: u64) {
+        self.waiver = waiver;
+        if extra != self.extra {
+            self.extra = extra;
+            self.exhausted = self.over_threshold(0.0);
+        }
+    }
+
+    /// Bytes carried in this period while the budget was waived.
+    pub fn waived(&self) -> u64 {
+        self.waived
     }
 
     /// Writes the state atomically: `<path>.tmp`, fsync, rename over the
@@ -322,6 +368,7 @@ impl Tracker {
             used_bytes: self.used,
             limit_bytes: self.cfg.limit_bytes,
             exhausted: self.exhausted,
+            waived_bytes: self.waived,
         };
         let path = &self.cfg.state_path;
         let json = serde_json::to_vec_pretty(&state).map_err(io::Error::other);
@@ -348,9 +395,10 @@ impl Tracker {
         self.used
     }
 
-    /// The period's limit, bytes.
+    /// The period's limit, bytes: the configured one plus what is granted
+    /// now.
     pub fn limit(&self) -> u64 {
-        self.cfg.limit_bytes
+        self.cfg.limit_bytes.saturating_add(self.extra)
     }
 
     /// The current billing period.
@@ -360,7 +408,7 @@ impl Tracker {
 
     /// Whether `used + projected` reaches `limit * (1 - stop_margin)`.
     fn over_threshold(&self, projected: f64) -> bool {
-        let threshold = self.cfg.limit_bytes as f64 * (1.0 - self.cfg.stop_margin);
+        let threshold = self.limit() as f64 * (1.0 - self.cfg.stop_margin);
         self.used as f64 + projected >= threshold
     }
 
@@ -608,6 +656,49 @@ mod tests {
         let mut t = Tracker::open(dir.cfg(2_000_000, 1), t0 / 1000 + 60).unwrap();
         t.observe(0, t0 + 60_000);
         assert!(!t.observe(0, t0 + 61_000).exhausted);
+    }
+
+    #[test]
+    fn waived_bytes_are_counted_apart_and_a_grant_raises_the_limit() {
+        let dir = TempDir::new();
+        let t0 = at(2026, 11, 3, 0) * 1000;
+        let mut t = Tracker::open(dir.cfg(1_000_000, 1), t0 / 1000).unwrap();
+        t.observe(0, t0);
+        t.observe(100_000, t0 + 1_000);
+        // A line incident: 5 MB on mobile, not charged, and the budget
+        // (spent five times over) does not hold the link back.
+        t.set_policy(true, 0);
+        let o = t.observe(5_100_000, t0 + 2_000);
+        assert_eq!(
+            (o.used, o.waived, o.waiver, o.exhausted),
+            (100_000, 5_000_000, true, false)
+        );
+        // Resolved: counted again from where it was.
+        t.set_policy(false, 0);
+        let o = t.observe(5_200_000, t0 + 3_000);
+        assert_eq!((o.used, o.waived), (200_000, 5_000_000));
+        // Spent; a grant of 2 MB frees it, its end spends it again.
+        let o = t.observe(6_200_000, t0 + 60_000);
+        assert!(o.exhausted, "{o:?}");
+        t.set_policy(false, 2_000_000);
+        let o = t.observe(6_200_000, t0 + 61_000);
+        assert_eq!(
+            (o.limit, o.extra, o.exhausted),
+            (3_000_000, 2_000_000, false)
+        );
+        t.set_policy(false, 0);
+        assert!(t.observe(6_200_000, t0 + 62_000).exhausted);
+        // The waived count survives a restart and ends with the period.
+        t.persist().unwrap();
+        drop(t);
+        let t = Tracker::open(dir.cfg(1_000_000, 1), t0 / 1000 + 100).unwrap();
+        assert_eq!(t.waived(), 5_000_000);
+        let mut t = Tracker::open(dir.cfg(1_000_000, 1), t0 / 1000 + 100).unwrap();
+        t.observe(0, t0 + 100_000);
+        let next = at(2026, 12, 1, 1) * 1000;
+        let o = t.observe(10, next);
+        assert!(o.rolled_over);
+        assert_eq!(o.waived, 0);
     }
 
     #[test]

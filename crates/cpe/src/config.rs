@@ -583,27 +583,17 @@ fn telemetry(t: &Text<'_>, raw: Option<&RawTelemetry>) -> Result<Option<Telemetr
     let Some(r) = raw else {
         return Ok(None);
     };
-    if r.ops.port() == 0 || r.ops.ip().is_unspecified() {
-        return Err(t.invalid("telemetry.ops", "must be ops' address and port"));
-    }
     telemetry::check_name("subscriber", &r.subscriber)
         .map_err(|e| t.invalid("telemetry.subscriber", e.to_string()))?;
-    if r.token.len() < 16 || r.token.len() > 256 || !r.token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(t.invalid(
-            "telemetry.token",
-            "must be the token `tandem ops token issue --kind cpe` printed (16..=256 printable characters)",
-        ));
-    }
-    let host = r.host.clone().unwrap_or_else(|| r.ops.to_string());
-    if host.is_empty() || host.len() > 255 || !host.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(t.invalid("telemetry.host", "must be a host name"));
-    }
-    if !(1..=3_600).contains(&r.period_s) {
-        return Err(t.invalid("telemetry.period_s", "must be 1..=3600"));
-    }
-    if !(100..=60_000).contains(&r.timeout_ms) {
-        return Err(t.invalid("telemetry.timeout_ms", "must be 100..=60000"));
-    }
+    let (host, period, timeout) = ops_client::check_endpoint(&ops_client::EndpointSpec {
+        ops: r.ops,
+        host: r.host.as_deref(),
+        token: &r.token,
+        period_s: r.period_s,
+        timeout_ms: r.timeout_ms,
+        kind: "cpe",
+    })
+    .map_err(|(key, why)| t.invalid(&format!("telemetry.{key}"), why))?;
     if !(1..=100_000).contains(&r.queue_reports) {
         return Err(t.invalid("telemetry.queue_reports", "must be 1..=100000"));
     }
@@ -629,8 +619,8 @@ fn telemetry(t: &Text<'_>, raw: Option<&RawTelemetry>) -> Result<Option<Telemetr
         host,
         subscriber: r.subscriber.clone(),
         token: r.token.clone(),
-        period: Duration::from_secs(r.period_s),
-        timeout: Duration::from_millis(r.timeout_ms),
+        period,
+        timeout,
         queue_reports: r.queue_reports,
         queue_bytes: r.queue_bytes,
         dsl: source("telemetry.dsl", &r.dsl)?,

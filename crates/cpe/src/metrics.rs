@@ -102,6 +102,12 @@ pub struct Metrics {
     pub budget_used_bytes: Gauge,
     /// 1 once the budget is spent (or its count could not be read).
     pub budget_exhausted: Gauge,
+    /// 1 while ops waives the budget (a line or cabinet incident).
+    pub budget_waiver: Gauge,
+    /// Bytes carried this period while waived (not charged).
+    pub budget_waived_bytes: Gauge,
+    /// Extra bytes granted by the operator now (in the limit).
+    pub budget_extra_bytes: Gauge,
     /// Reports to ops by outcome: `delivered`, `refused` (ops will never
     /// take it: dropped), `dropped` (the queue was full).
     pub reports: Family<ResultLabel, Counter>,
@@ -147,6 +153,9 @@ impl Default for Metrics {
             report_failures: Counter::default(),
             report_queue: Gauge::default(),
             budget_exhausted: Gauge::default(),
+            budget_waiver: Gauge::default(),
+            budget_waived_bytes: Gauge::default(),
+            budget_extra_bytes: Gauge::default(),
         };
         registry.register(
             "intercepted",
@@ -248,6 +257,21 @@ impl Default for Metrics {
             "1 once the mobile budget is spent",
             m.budget_exhausted.clone(),
         );
+        registry.register(
+            "budget_waiver",
+            "1 while ops waives the mobile budget (a line or cabinet incident on this home)",
+            m.budget_waiver.clone(),
+        );
+        registry.register(
+            "budget_waived_bytes",
+            "Mobile bytes carried this period while the budget was waived (not charged)",
+            m.budget_waived_bytes.clone(),
+        );
+        registry.register(
+            "budget_extra_bytes",
+            "Extra mobile bytes granted by the operator now (included in the limit)",
+            m.budget_extra_bytes.clone(),
+        );
         registry.register("reports", "Reports to ops by outcome", m.reports.clone());
         registry.register(
             "report_failures",
@@ -322,6 +346,15 @@ impl Metrics {
             .set(limit.min(i64::MAX as u64) as i64);
         self.budget_used_bytes.set(used.min(i64::MAX as u64) as i64);
         self.budget_exhausted.set(i64::from(exhausted));
+    }
+
+    /// Sets the gauges of ops' policy on the budget.
+    pub fn set_budget_policy(&self, waiver: bool, waived: u64, extra: u64) {
+        self.budget_waiver.set(i64::from(waiver));
+        self.budget_waived_bytes
+            .set(waived.min(i64::MAX as u64) as i64);
+        self.budget_extra_bytes
+            .set(extra.min(i64::MAX as u64) as i64);
     }
 
     /// Counts a reason in a family.

@@ -86,6 +86,8 @@ pub struct PathState {
     views: std::sync::Mutex<PerLink<LinkView>>,
     events: std::sync::Mutex<std::collections::VecDeque<telemetry::Event>>,
     event: tokio::sync::Notify,
+    /// Ops' policy (budget waiver, extra budget) and until when it holds.
+    policy: std::sync::Mutex<Option<(telemetry::Policy, Instant)>>,
 }
 
 impl Default for PathState {
@@ -95,6 +97,7 @@ impl Default for PathState {
             views: std::sync::Mutex::new(PerLink::from_fn(|_| LinkView::default())),
             events: std::sync::Mutex::new(std::collections::VecDeque::new()),
             event: tokio::sync::Notify::new(),
+            policy: std::sync::Mutex::new(None),
         }
     }
 }
@@ -143,6 +146,41 @@ impl PathState {
     /// since the last wait).
     pub async fn event_recorded(&self) {
         self.event.notified().await;
+    }
+
+    /// Takes ops' policy, which holds for its `valid_s` unless renewed; one
+    /// older than the one held (an answer that arrived late) is ignored.
+    pub fn set_policy(&self, p: telemetry::Policy) {
+        let mut g = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref()
+            .is_some_and(|(cur, _)| cur.issued_ms > p.issued_ms)
+        {
+            return;
+        }
+        let until = Instant::now() + Duration::from_secs(u64::from(p.valid_s));
+        let (was, now) = (
+            g.as_ref().map(|(c, _)| (c.waiver.clone(), c.extra_bytes)),
+            (p.waiver.clone(), p.extra_bytes),
+        );
+        if was.as_ref() != Some(&now) {
+            match &p.waiver {
+                Some(w) => {
+                    info!(incident = w.incident, location = %w.location, extra_bytes = p.extra_bytes, "ops: mobile budget waived")
+                }
+                None => info!(extra_bytes = p.extra_bytes, "ops: mobile budget not waived"),
+            }
+        }
+        *g = Some((p, until));
+    }
+
+    /// The policy in force now: `(waived, extra bytes)`; nothing once the
+    /// last one ran out.
+    pub fn policy(&self) -> (bool, u64) {
+        let g = self.policy.lock().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some((p, until)) if Instant::now() < *until => (p.waiver.is_some(), p.extra_bytes),
+            _ => (false, 0),
+        }
     }
 
     /// The link new connections (and the LAN's forwarded traffic) start on:
@@ -477,11 +515,12 @@ impl BudgetSampler {
     }
 
     /// Counts the mobile interface's bytes both ways (`counter`: its
-    /// cumulative received and sent bytes); returns whether the budget is
-    /// spent (or unreadable).
-    fn observe(&mut self, counter: Option<(u64, u64)>, m: &Metrics) -> bool {
-        let mut spent = matches!(self.budget, Budget::Unreadable);
+    /// cumulative received and sent bytes) under ops' `policy` (waived,
+    /// extra bytes); returns whether the budget is spent (or unreadable).
+    fn observe(&mut self, counter: Option<(u64, u64)>, policy: (bool, u64), m: &Metrics) -> bool {
+        let mut spent = matches!(self.budget, Budget::Unreadable) && !policy.0;
         if let (Budget::Tracking(t), Some((rx, tx))) = (&mut self.budget, counter) {
+            t.set_policy(policy.0, policy.1);
             let o = t.observe(rx.saturating_add(tx), self.clock.now_ms());
             if o.rolled_over {
                 info!(period = %o.period_label, "mobile budget: new period");
@@ -490,6 +529,7 @@ impl BudgetSampler {
                 warn!(used = o.used, limit = o.limit, "mobile budget spent: the mobile link is standby (failover only) until the period ends");
             }
             m.set_budget(o.limit, o.used, o.exhausted);
+            m.set_budget_policy(o.waiver, o.waived, o.extra);
             spent = o.exhausted;
             if o.dirty || self.last_persist.elapsed() >= PERSIST_EVERY {
                 self.persist();
@@ -793,7 +833,9 @@ impl Paths {
         }
         let (counts, load) = self.wan.sample(&self.c, now, &self.metrics);
         self.steering.observe(load);
-        let spent = self.budget.observe(counts[Link::Lte], &self.metrics);
+        let spent = self
+            .budget
+            .observe(counts[Link::Lte], self.state.policy(), &self.metrics);
         let standby = self.steering.mobile_standby(spent);
         self.metrics.mobile_standby.set(i64::from(standby));
         self.metrics

@@ -281,6 +281,33 @@ impl Reporter {
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
     }
 
+    /// Takes the policy ops answered a report with, if ops signed it with
+    /// this CPE's key and made it for this subscriber.
+    fn take_policy(&self, a: &ops_client::Answer) {
+        if a.body.is_empty() {
+            return;
+        }
+        if !a.signed_by(&self.key) {
+            warn!("ops' answer is not signed with this CPE's key: its policy is ignored");
+            return;
+        }
+        match telemetry::Policy::parse(&a.body) {
+            Ok(p) if p.subscriber == self.t.subscriber => {
+                self.metrics
+                    .budget_waiver
+                    .set(i64::from(p.waiver.is_some()));
+                self.metrics
+                    .budget_extra_bytes
+                    .set(p.extra_bytes.min(i64::MAX as u64) as i64);
+                self.state.set_policy(p);
+            }
+            Ok(p) => {
+                warn!(subscriber = %p.subscriber, "ops' policy names another subscriber: ignored")
+            }
+            Err(e) => warn!("ops' policy: {e}: ignored"),
+        }
+    }
+
     /// Delivers `body` over the active link, then the other one; `None`:
     /// ops could not be reached over either.
     async fn deliver(&self, body: &Bytes) -> Option<(Outcome, String)> {
@@ -313,7 +340,10 @@ impl Reporter {
             .await
             {
                 Ok(a) => {
-                    return Some((Outcome::of(a.status), format!("{} {}", a.status, a.text())))
+                    if a.status.is_success() {
+                        self.take_policy(&a);
+                    }
+                    return Some((Outcome::of(a.status), format!("{} {}", a.status, a.text())));
                 }
                 Err(e) => failures.push(format!("{link}: {e}")),
             }

@@ -85,6 +85,23 @@ impl Ops {
         serde_json::from_slice(&a.body).unwrap()
     }
 
+    /// An operator's POST.
+    async fn post(&self, path: &str, body: &str) -> (StatusCode, String) {
+        let stream = tokio::net::TcpStream::connect(self.api).await.unwrap();
+        let a = ops_client::request(
+            stream,
+            &self.api.to_string(),
+            Method::POST,
+            path,
+            Auth::Bearer(&self.operator),
+            Some(bytes::Bytes::from(body.to_owned())),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        (a.status, a.text())
+    }
+
     async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -279,6 +296,39 @@ async fn reports_arrive_signed_with_the_modems_readings() {
         ) >= before + 2.0
     })
     .await;
+    drop(cpe);
+    ops.stop().await;
+}
+
+#[tokio::test]
+async fn the_cpe_takes_the_policy_ops_answers_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let (token, operator) = ops_files(dir.path(), free_port());
+    let ops = Ops::start(dir.path(), operator).await;
+    let cpe = cpe(dir.path(), ops.api, &token, 1).await;
+    until("a report delivered", Duration::from_secs(10), async || {
+        value(
+            &cpe.metrics,
+            "tandem_cpe_reports_total{result=\"delivered\"}",
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(value(&cpe.metrics, "tandem_cpe_budget_extra_bytes"), 0.0);
+    // The operator grants h0 extra mobile budget: its next answer says so.
+    let (s, text) = ops
+        .post(
+            "/api/v1/grants",
+            r#"{"homes":["h0"],"extra_bytes":123456789,"hours":2}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    until(
+        "the grant reaches the CPE",
+        Duration::from_secs(10),
+        async || value(&cpe.metrics, "tandem_cpe_budget_extra_bytes") == 123_456_789.0,
+    )
+    .await;
+    assert_eq!(value(&cpe.metrics, "tandem_cpe_budget_waiver"), 0.0);
     drop(cpe);
     ops.stop().await;
 }

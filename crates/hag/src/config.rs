@@ -82,6 +82,29 @@ struct Raw {
     timeouts: RawTimeouts,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    ops: SocketAddr,
+    #[serde(default)]
+    host: Option<String>,
+    name: String,
+    token: String,
+    #[serde(default = "default_hag_period")]
+    period_s: u64,
+    #[serde(default = "default_hag_timeout")]
+    timeout_ms: u64,
+}
+
+fn default_hag_period() -> u64 {
+    10
+}
+fn default_hag_timeout() -> u64 {
+    3_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +263,41 @@ pub struct Config {
     /// Receive buffer of each accepted MPTCP connection (0: autotuning);
     /// see `mptcp_sock::ConnectOptions::rcvbuf`.
     pub mptcp_rcvbuf_bytes: usize,
+    /// Reports to ops (`[telemetry]`), if configured.
+    pub telemetry: Option<Telemetry>,
+}
+
+/// The HAG's reports to ops (`[telemetry]`): its upstream's health and its
+/// view of each subscriber, every period.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Telemetry {
+    /// Ops' API.
+    pub ops: SocketAddr,
+    /// The `Host` header (default: the address).
+    pub host: String,
+    /// This HAG's name, as its token was issued for
+    /// (`tandem ops token issue --kind hag NAME`).
+    pub name: String,
+    /// The token: reports are signed with the key derived from it; it is
+    /// never sent.
+    pub token: String,
+    /// How often a report goes out.
+    pub period: Duration,
+    /// How long one delivery may take (connect, send, answer).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("Telemetry")
+            .field("ops", &self.ops)
+            .field("host", &self.host)
+            .field("name", &self.name)
+            .field("period", &self.period)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -252,6 +310,7 @@ impl Config {
         let keys = key_ring(&text, &raw)?;
         let links = links(&text, &raw.links)?;
         let service_addresses = service_addresses(&text, &raw)?;
+        let telemetry = telemetry(&text, raw.telemetry.as_ref())?;
         let t = &raw.timeouts;
         let l = &raw.limits;
         let mut deny = raw.deny_destinations.clone();
@@ -281,6 +340,7 @@ impl Config {
             keys,
             cookie_validity: Duration::from_secs(u64::from(raw.auth.cookie_validity_days) * 86_400),
             mptcp_rcvbuf_bytes: l.mptcp_rcvbuf_bytes,
+            telemetry,
             limits: crate::limits::LimitConfig {
                 per_subscriber_connections: l.per_subscriber_connections,
                 per_subscriber_rate: l.per_subscriber_rate,
@@ -439,6 +499,32 @@ fn links(
     Ok(links)
 }
 
+/// `[telemetry]`.
+fn telemetry(t: &Text<'_>, raw: Option<&RawTelemetry>) -> Result<Option<Telemetry>, ConfigError> {
+    let Some(r) = raw else {
+        return Ok(None);
+    };
+    telemetry::check_name("hag", &r.name)
+        .map_err(|e| t.invalid("telemetry.name", e.to_string()))?;
+    let (host, period, timeout) = ops_client::check_endpoint(&ops_client::EndpointSpec {
+        ops: r.ops,
+        host: r.host.as_deref(),
+        token: &r.token,
+        period_s: r.period_s,
+        timeout_ms: r.timeout_ms,
+        kind: "hag NAME",
+    })
+    .map_err(|(key, why)| t.invalid(&format!("telemetry.{key}"), why))?;
+    Ok(Some(Telemetry {
+        ops: r.ops,
+        host,
+        name: r.name.clone(),
+        token: r.token.clone(),
+        period,
+        timeout,
+    }))
+}
+
 /// The addresses clients may reach the service on (default: `listen`'s).
 fn service_addresses(text: &Text<'_>, raw: &Raw) -> Result<Vec<IpAddr>, ConfigError> {
     let addrs = if raw.service_addresses.is_empty() && !raw.listen.ip().is_unspecified() {
@@ -519,6 +605,22 @@ mod tests {
                 "auth.keys[0].secret",
             ),
             ("[auth]\nrequire_cookie = true\n", "auth.require_cookie"),
+            (
+                "[telemetry]\nops = \"10.67.0.9:9300\"\nname = \"hag 1\"\ntoken = \"0123456789abcdef\"\n",
+                "telemetry.name",
+            ),
+            (
+                "[telemetry]\nops = \"10.67.0.9:9300\"\nname = \"hag-1\"\ntoken = \"short\"\n",
+                "telemetry.token",
+            ),
+            (
+                "[telemetry]\nops = \"10.67.0.9:9300\"\nname = \"hag-1\"\ntoken = \"0123456789abcdef\"\nperiod_s = 0\n",
+                "telemetry.period_s",
+            ),
+            (
+                "[telemetry]\nops = \"0.0.0.0:9300\"\nname = \"hag-1\"\ntoken = \"0123456789abcdef\"\n",
+                "telemetry.ops",
+            ),
         ] {
             let e = Config::from_toml(&format!("{base}{extra}")).unwrap_err();
             let i = e.invalid().expect("invalid");

@@ -26,7 +26,8 @@
 //! [`limits`], [`metrics`] (Prometheus registry), [`refusal`], `server` (the
 //! accept loop and one connection's life, step by step), [`usage`] (the
 //! billing writer thread), `watch` (follows the registry file), `probe`
-//! (the path-probe echo); the admin listener (`/metrics`, `/live`,
+//! (the path-probe echo), `report` (the reports to ops, `[telemetry]`);
+//! the admin listener (`/metrics`, `/live`,
 //! `/ready`, `/status`) is the shared `admin` crate's.
 #![forbid(unsafe_code)]
 
@@ -37,6 +38,7 @@ pub mod limits;
 pub mod metrics;
 mod probe;
 pub mod refusal;
+mod report;
 mod server;
 pub mod usage;
 mod watch;
@@ -214,6 +216,8 @@ impl Server {
             local,
             stop: stop_rx,
             usage,
+            view: report::View::default(),
+            waivers: report::Waivers::default(),
         });
         Ok(Self {
             state,
@@ -295,10 +299,12 @@ impl Server {
         let probe_task = probe.map(|sock| tokio::spawn(probe::serve(sock, state.clone())));
         let (watcher_thread, poke) = watcher.unzip();
         let reload_task = tokio::spawn(apply_reloads(state.clone(), reload, poke, health.clone()));
+        let report_task = tokio::spawn(report::run(state.clone()));
         server::accept_loop(state.clone(), listener, shutdown).await;
         health.set_ready(false);
         drain(&state, &stop_tx).await;
         reload_task.abort();
+        report_task.abort();
         admin_task.stop().await;
         if let Some(t) = probe_task {
             t.abort();

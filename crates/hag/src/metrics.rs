@@ -65,6 +65,15 @@ pub struct Metrics {
     pub subscriber_link_bytes: Family<SubscriberLinkLabel, Counter>,
     /// Usage records not saved because the writer's queue was full.
     pub usage_dropped: Counter,
+    /// Reports to ops, by result (delivered, refused, failed).
+    pub ops_reports: Family<ReasonLabel, Counter>,
+    /// Bytes carried while their subscriber's budget was waived (recorded
+    /// apart in the usage, not billed).
+    pub waived_bytes: Counter,
+    /// Connections to destinations attempted.
+    pub upstream_connects: Counter,
+    /// Connections to destinations that failed.
+    pub upstream_errors: Counter,
 }
 
 /// Label: a subscriber and an access link.
@@ -93,6 +102,10 @@ impl Default for Metrics {
             probes: Family::default(),
             subscriber_link_bytes: Family::default(),
             usage_dropped: Counter::default(),
+            ops_reports: Family::default(),
+            waived_bytes: Counter::default(),
+            upstream_connects: Counter::default(),
+            upstream_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -160,6 +173,26 @@ impl Default for Metrics {
             "Usage records not saved (writer queue full)",
             m.usage_dropped.clone(),
         );
+        registry.register(
+            "ops_reports",
+            "Reports to ops, by result (delivered, refused, failed)",
+            m.ops_reports.clone(),
+        );
+        registry.register(
+            "waived_bytes",
+            "Bytes carried while their subscriber's mobile budget was waived by ops (recorded apart, not billed)",
+            m.waived_bytes.clone(),
+        );
+        registry.register(
+            "upstream_connects",
+            "Connections to destinations attempted",
+            m.upstream_connects.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Connections to destinations that failed (refused, reset, unreachable, timed out)",
+            m.upstream_errors.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -179,6 +212,15 @@ impl Metrics {
         self.probes
             .get_or_create(&ReasonLabel {
                 reason: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a report to ops by result.
+    pub fn ops_report(&self, result: &str) {
+        self.ops_reports
+            .get_or_create(&ReasonLabel {
+                reason: result.to_string(),
             })
             .inc();
     }

@@ -8,10 +8,11 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use convert_proto::{Message, Tlv};
+use hybrid::{Link, PerLink};
 use registry::Snapshot;
 use relay::{PreambleError, RelayEnd, RelayOptions};
 use tokio::io::AsyncWriteExt;
@@ -41,20 +42,24 @@ pub(crate) struct State {
     pub(crate) stop: watch::Receiver<bool>,
     /// The persistent usage count, if kept.
     pub(crate) usage: Option<crate::usage::Writer>,
+    /// Each subscriber's connections, for the reports to ops.
+    pub(crate) view: crate::report::View,
+    /// The subscribers whose mobile bytes are waived, as ops last said.
+    pub(crate) waivers: crate::report::Waivers,
 }
 
 impl State {
     pub(crate) fn config(&self) -> Arc<Config> {
         self.config
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
     fn subscribers(&self) -> Arc<Snapshot> {
         self.subscribers
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 }
@@ -177,6 +182,7 @@ fn authenticate(state: &State, c: &Config, msg: &Message, peer: IpAddr) -> Resul
 /// while the client's handshake completes: the destination's answer is on
 /// its way by the time the reply can leave.
 async fn connect_upstream(
+    m: &Metrics,
     c: &Config,
     down: &TcpStream,
     dest: SocketAddr,
@@ -201,7 +207,9 @@ async fn connect_upstream(
         upstream,
         mptcp_sock::info::fully_established(down, Duration::from_secs(3))
     );
+    m.upstream_connects.inc();
     up.map_err(|e| {
+        m.upstream_errors.inc();
         info!(%dest, "destination failed: {e} → {}", e.error_tlv().code);
         Refusal::DestinationFailed(e)
     })
@@ -212,6 +220,8 @@ struct Admitted {
     up: TcpStream,
     early_len: usize,
     subscriber: String,
+    /// Its id in the subscribers' view (a registered subscriber's only).
+    view_id: Option<u64>,
     /// The subscriber's active-connection slot, held while relaying.
     active_slot: Slot,
 }
@@ -241,6 +251,9 @@ async fn handshake(
     };
     let who = authenticate(state, c, &msg, peer).inspect_err(|r| info!("refused: {r}"))?;
     let (key, subscriber) = who.key_and_label();
+    if matches!(who, Who::Subscriber { .. }) {
+        state.view.touch(&subscriber);
+    }
     let (active_slot, pending_slot) = state.limits.admit(key).map_err(|r| {
         debug!(subscriber = %subscriber, "over limit: {}", r.reason());
         Refusal::Limit(r)
@@ -250,7 +263,7 @@ async fn handshake(
         warn!(%dest, "refused destination: {why}");
         return Err(Refusal::DestinationDenied(why));
     }
-    let up = connect_upstream(c, down, dest, &early).await?;
+    let up = connect_upstream(&state.metrics, c, down, dest, &early).await?;
     if let Err(e) = down.write_all(&Message::default().to_bytes()).await {
         debug!("client gone before the reply: {e}");
         return Err(Refusal::ClientGone(e));
@@ -260,24 +273,49 @@ async fn handshake(
         .handshake_seconds
         .observe(started.elapsed().as_secs_f64());
     drop(pending_slot);
+    let view_id = matches!(who, Who::Subscriber { .. }).then(|| state.view.open(&subscriber));
     Ok(Some(Admitted {
         up,
         early_len: early.len(),
         subscriber,
+        view_id,
         active_slot,
     }))
 }
 
 /// Relays until either side ends, then counts the bytes per subscriber and
 /// per access link (metrics and the persistent usage).
-async fn relay_and_account(state: &State, c: &Config, down: TcpStream, a: Admitted) {
+async fn relay_and_account(state: &Arc<State>, c: &Arc<Config>, down: TcpStream, a: Admitted) {
     let m = &state.metrics;
     m.relayed.inc();
+    // Bytes carried while the subscriber's budget was waived, per link
+    // (up, down): sampled each second, so a waiver that starts or ends
+    // mid-connection splits its bytes where it did.
+    let waived: Arc<Mutex<PerLink<(u64, u64)>>> = Arc::default();
     let sampler = socket2::SockRef::from(&down)
         .try_clone()
         .ok()
-        .filter(|_| c.counts_links())
-        .map(|dup| mptcp_sock::info::spawn_sampler(dup, Duration::from_secs(1)));
+        .filter(|_| c.counts_links() || a.view_id.is_some())
+        .map(|dup| {
+            let (st, cfg, sub, id) = (state.clone(), c.clone(), a.subscriber.clone(), a.view_id);
+            let waived = waived.clone();
+            let mut totals = mptcp_sock::info::SubflowTotals::default();
+            let mut before = PerLink::<(u64, u64)>::default();
+            mptcp_sock::info::spawn_sampler_with(dup, Duration::from_secs(1), move |list| {
+                let Some(id) = id else { return };
+                st.view.sample(&sub, id, list, &cfg);
+                totals.add(list);
+                let now = per_link(&cfg, &totals);
+                if st.waivers.is_waived(&sub) {
+                    let mut w = waived.lock().unwrap_or_else(PoisonError::into_inner);
+                    for l in Link::ALL {
+                        w[l].0 += now[l].0.saturating_sub(before[l].0);
+                        w[l].1 += now[l].1.saturating_sub(before[l].1);
+                    }
+                }
+                before = now;
+            })
+        });
     let opts = RelayOptions {
         idle_timeout: c.idle_timeout,
         buffer_size: c.buffer_bytes,
@@ -291,23 +329,46 @@ async fn relay_and_account(state: &State, c: &Config, down: TcpStream, a: Admitt
     let sub = &a.subscriber;
     m.add_subscriber_bytes(sub, upstream, out.b_to_a);
     if let Some(s) = sampler {
-        for (ip, (sent, received)) in s.finish().await.by_address(false) {
-            let Some(link) = c.link_of(ip) else { continue };
-            m.add_link_bytes(link, received, sent);
-            m.add_subscriber_link_bytes(sub, link, received + sent);
+        let totals = per_link(c, &s.finish().await);
+        let waived = *waived.lock().unwrap_or_else(PoisonError::into_inner);
+        for l in Link::ALL {
+            let (up, down) = totals[l];
+            if up == 0 && down == 0 {
+                continue;
+            }
+            m.add_link_bytes(l, up, down);
+            m.add_subscriber_link_bytes(sub, l, up + down);
+            let w = (waived[l].0.min(up), waived[l].1.min(down));
+            m.waived_bytes.inc_by(w.0 + w.1);
             if let Some(u) = &state.usage {
-                if !u.add(sub, link, received, sent) {
+                if !u.add(sub, l, (up - w.0, down - w.1), w) {
                     m.usage_dropped.inc();
                     warn!(subscriber = %sub, "usage queue full: a record was dropped");
                 }
             }
         }
     }
+    if let Some(id) = a.view_id {
+        state.view.close(sub, id);
+    }
     drop(a.active_slot);
     match out.end {
         RelayEnd::Closed => debug!(upstream, downstream = out.b_to_a, "closed"),
         other => info!(upstream, downstream = out.b_to_a, "ended: {other:?}"),
     }
+}
+
+/// A connection's bytes per access link so far, `(up, down)` as the
+/// subscriber sees them (received by the HAG, sent by it).
+fn per_link(c: &Config, totals: &mptcp_sock::info::SubflowTotals) -> PerLink<(u64, u64)> {
+    let mut out = PerLink::<(u64, u64)>::default();
+    for (ip, (sent, received)) in totals.by_address(false) {
+        if let Some(l) = c.link_of(ip) {
+            out[l].0 += received;
+            out[l].1 += sent;
+        }
+    }
+    out
 }
 
 /// Serves one accepted connection to its end.

@@ -99,18 +99,27 @@ impl Writer {
         }
     }
 
-    /// Queues a finished connection's bytes; false when the queue is full
-    /// (the record is dropped).
-    pub fn add(&self, subscriber: &str, link: Link, up: u64, down: u64) -> bool {
-        if up == 0 && down == 0 {
+    /// Queues a finished connection's bytes on `link`, `(up, down)`: those
+    /// billed and those carried while the subscriber's budget was waived;
+    /// false when the queue is full (the record is dropped).
+    pub fn add(
+        &self,
+        subscriber: &str,
+        link: Link,
+        billed: (u64, u64),
+        waived: (u64, u64),
+    ) -> bool {
+        if billed == (0, 0) && waived == (0, 0) {
             return true;
         }
         self.tx
             .try_send(Msg::Record(UsageRecord {
                 subscriber: subscriber.to_string(),
                 link,
-                up,
-                down,
+                up: billed.0,
+                down: billed.1,
+                waived_up: waived.0,
+                waived_down: waived.1,
             }))
             .is_ok()
     }
@@ -127,18 +136,20 @@ mod tests {
         let read = |s| Usage::open(&path).unwrap().read(s).unwrap();
         for _ in 0..2 {
             let (w, t) = Writer::start(&path).unwrap();
-            assert!(w.add("home-1", Link::Lte, 10, 1_000));
-            assert!(w.add("home-1", Link::Dsl, 5, 500));
+            assert!(w.add("home-1", Link::Lte, (10, 1_000), (0, 0)));
+            assert!(w.add("home-1", Link::Dsl, (5, 500), (0, 0)));
             w.flush();
             assert_eq!(read(Some("home-1")).len(), 2);
-            assert!(w.add("home-2", Link::Lte, 1, 2));
-            assert!(w.add("home-2", Link::Lte, 0, 0));
+            assert!(w.add("home-2", Link::Lte, (1, 2), (3, 4)));
+            assert!(w.add("home-2", Link::Lte, (0, 0), (0, 0)));
             drop(w);
             t.join().unwrap();
         }
         let rows = read(Some("home-1"));
         let lte = rows.iter().find(|r| r.link == "lte").unwrap();
         assert_eq!((lte.up_bytes, lte.down_bytes), (20, 2_000));
+        let two = read(Some("home-2"));
+        assert_eq!((two[0].waived_up_bytes, two[0].waived_down_bytes), (6, 8));
         assert_eq!(read(None).len(), 3);
     }
 }

@@ -395,3 +395,96 @@ fn error_replies_over_their_rate_close_without_a_reply() {
     h.expect_refused("destination_denied", 1);
     h.expect_refused("error_reply_rate", 1);
 }
+
+/// A stand-in for ops on loopback: keeps every HAG report posted to it
+/// (signature and body) and answers `204`.
+fn fake_ops(
+    rt: &tokio::runtime::Runtime,
+) -> (SocketAddr, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use axum::routing::post;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let app = axum::Router::new().route(
+        "/api/v1/hag-reports",
+        post(move |h: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let sig = h
+                .get("x-tandem-signature")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let _ = tx.send((sig, body.to_vec()));
+            async { axum::http::StatusCode::NO_CONTENT }
+        }),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move { axum::serve(listener, app).await });
+    (addr, rx)
+}
+
+#[test]
+fn reports_to_ops_are_signed_and_count_the_upstream_and_each_subscriber() {
+    const TOKEN: &str = "hag-test-token-0123456789";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ops, rx) = fake_ops(&rt);
+    let h = start(
+        "report",
+        &format!(
+            "{COOKIES}[telemetry]\nops = \"{ops}\"\nname = \"hag-1\"\ntoken = \"{TOKEN}\"\nperiod_s = 1\n"
+        ),
+    );
+    let home = h.registry().add("home-1", &[]).unwrap();
+    let good = cookie_for(home.id);
+    // Admitted (the registry is polled each second), then its connection to
+    // a destination that does not answer fails: an upstream error.
+    assert!(
+        lab::wait::until(Duration::from_secs(5), || {
+            code(&ask(h.addr, &connect_msg(PUBLIC, Some(&good)))) != Some(ErrorCode::NOT_AUTHORIZED)
+        }),
+        "home-1 admitted"
+    );
+    let key = telemetry::key(TOKEN.as_bytes());
+    let (mut connects, mut errors, mut last, mut listed) = (0, 0, 0, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline && !(listed && errors >= 1) {
+        let Ok((sig, body)) = rx.recv_timeout(Duration::from_secs(3)) else {
+            break;
+        };
+        telemetry::verify(&key, &body, &sig).expect("signed with the HAG's token");
+        let r = telemetry::HagReport::parse(&body).expect("a valid HAG report");
+        assert_eq!(r.hag, "hag-1");
+        assert!(
+            r.sent_at_ms > last,
+            "dated strictly later than the one before"
+        );
+        last = r.sent_at_ms;
+        connects += r.upstream_connects;
+        errors += r.upstream_errors;
+        if let Some(s) = r.subscribers.iter().find(|s| s.subscriber == "home-1") {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let age = now.saturating_sub(s.last_seen_ms);
+            assert!(age < 10_000, "last seen {age} ms ago");
+            listed = true;
+        }
+    }
+    assert!(listed, "home-1 listed in the HAG's reports");
+    assert!(
+        connects >= 1 && errors >= 1,
+        "connects {connects}, errors {errors}"
+    );
+    let m = h.metrics();
+    assert!(
+        m.contains("tandem_hag_ops_reports_total{reason=\"delivered\"}"),
+        "{m}"
+    );
+    drop(h);
+    rt.shutdown_timeout(Duration::from_secs(2));
+}

@@ -511,6 +511,8 @@ pub struct UpOptions {
     pub exe: PathBuf,
     /// The street: homes, cabinets, cells (one of each by default).
     pub street: Street,
+    /// Each CPE's monthly mobile budget, bytes (`None`: no budget).
+    pub mobile_budget: Option<u64>,
 }
 
 fn build(o: &UpOptions) -> Result<State, LabError> {
@@ -1019,7 +1021,14 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         // CPE's two WAN addresses.
         for i in street.homes() {
             let cpe_cfg = dir.join(cpe_config_file(i));
-            std::fs::write(&cpe_cfg, cpe_config(&o.profile, i)).map_err(LabError::Io)?;
+            let mut text = cpe_config(&o.profile, i);
+            if let Some(bytes) = o.mobile_budget {
+                text.push_str(&format!(
+                    "[budget]\nmobile_bytes = {bytes}\nreset_day = 1\nstate_file = \"{}\"\n",
+                    dir.join(format!("budget{i}.json")).display()
+                ));
+            }
+            std::fs::write(&cpe_cfg, text).map_err(LabError::Io)?;
             let (dsl, lte) = (
                 format!("{}/32", saddr::cpe_wan(Link::Dsl, i)),
                 format!("{}/32", saddr::cpe_wan(Link::Lte, i)),
@@ -1042,6 +1051,9 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
                 ],
             )?;
         }
+        // Ops first: the HAG's and the CPEs' tokens go into their
+        // configurations.
+        start_ops(o, st)?;
         let pid = spawn_bg(
             &o.exe,
             &n("hag"),
@@ -1051,7 +1063,6 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         st.pids.push(("hag".into(), pid));
         save_state(st)?;
         netns::wait_ready(&n("hag"), HAG_ADMIN, Duration::from_secs(10))?;
-        start_ops(o, st)?;
         for i in street.homes() {
             let role = cpe_node(i);
             let cfg = dir.join(cpe_config_file(i)).display().to_string();
@@ -1089,15 +1100,18 @@ pub fn ops_config(dir: &Path) -> String {
          [api]\nlisten = \"{}:{OPS_PORT}\"\n\
          [admin]\nlisten = \"{OPS_ADMIN}\"\n\
          [data]\ndb = \"{}\"\ninventory = \"{}\"\n\
-         [engine]\nreport_period_s = {REPORT_PERIOD_S}\nscan_interval_s = 1\n",
+         [engine]\nreport_period_s = {REPORT_PERIOD_S}\nhag_period_s = {REPORT_PERIOD_S}\nscan_interval_s = 1\n",
         addr::OPS,
         dir.join("ops.db").display(),
         dir.join("homes.csv").display(),
     )
 }
 
-/// How often the lab's CPE reports to ops, seconds.
+/// How often the lab's CPEs and its HAG report to ops, seconds.
 pub const REPORT_PERIOD_S: u64 = 2;
+
+/// The lab HAG's name in ops (its token's).
+pub const HAG_NAME: &str = "hag-1";
 
 /// Where the lab keeps the operator's token for ops' API.
 pub fn operator_token_path(name: &str) -> PathBuf {
@@ -1122,8 +1136,9 @@ pub fn inventory_csv(street: &Street) -> String {
 
 /// Starts ops in the `net` node with the street's homes in its inventory,
 /// issues each CPE's token (written into its configuration's
-/// `[telemetry]` with the modem files as its sources) and an operator
-/// token (kept in the state directory for `lab` commands and the tests).
+/// `[telemetry]` with the modem files as its sources), the HAG's (into
+/// `hag.toml`'s `[telemetry]`) and an operator token (kept in the state
+/// directory for `lab` commands and the tests).
 fn start_ops(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     let dir = state_dir(&o.name);
     let exe = o.exe.display().to_string();
@@ -1143,6 +1158,15 @@ fn start_ops(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     };
     let operator = issue("operator", "lab")?;
     std::fs::write(operator_token_path(&o.name), format!("{operator}\n")).map_err(LabError::Io)?;
+    let hag_token = issue("hag", HAG_NAME)?;
+    let hag_cfg = dir.join("hag.toml");
+    let mut text = std::fs::read_to_string(&hag_cfg).map_err(LabError::Io)?;
+    text.push_str(&format!(
+        "\n[telemetry]\nops = \"{}:{OPS_PORT}\"\nname = \"{HAG_NAME}\"\ntoken = \"{hag_token}\"\n\
+         period_s = {REPORT_PERIOD_S}\ntimeout_ms = 1500\n",
+        addr::OPS,
+    ));
+    std::fs::write(&hag_cfg, text).map_err(LabError::Io)?;
     for i in st.street.homes() {
         let sub = lstreet::subscriber(i);
         let cpe_token = issue("cpe", &sub)?;

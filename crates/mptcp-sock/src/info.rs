@@ -63,6 +63,11 @@ pub struct SubflowInfo {
     pub bytes_received: u64,
     /// Smoothed RTT in microseconds.
     pub rtt_us: u32,
+    /// `tcpi_total_retrans`: segments this subflow retransmitted.
+    pub total_retrans: u32,
+    /// Milliseconds since this subflow last received anything (the lesser
+    /// of `tcpi_last_data_recv` and `tcpi_last_ack_recv`).
+    pub last_recv_ms: u32,
     /// The SYN carried data that the peer accepted (`TCPI_OPT_SYN_DATA`):
     /// TCP Fast Open worked on this subflow.
     pub syn_data: bool,
@@ -176,6 +181,8 @@ pub fn subflows(sock: &impl AsFd) -> io::Result<Vec<SubflowInfo>> {
                 local: sockaddr_at(ad.get(..ADDR_LEN)?)?,
                 remote: sockaddr_at(ad.get(ADDR_LEN..)?)?,
                 rtt_us: u32_at(ti, 68),
+                total_retrans: u32_at(ti, 100),
+                last_recv_ms: u32_at(ti, 52).min(u32_at(ti, 56)),
                 syn_data: ti.get(5).is_some_and(|o| o & TCPI_OPT_SYN_DATA != 0),
                 bytes_acked: u64_at(ti, 120),
                 bytes_received: u64_at(ti, 128),
@@ -207,11 +214,16 @@ impl SubflowTotals {
     /// Takes one sample of the connection's live subflows.
     pub fn sample(&mut self, sock: &impl AsFd) {
         if let Ok(list) = subflows(sock) {
-            for s in list {
-                let e = self.per_subflow.entry((s.local, s.remote)).or_default();
-                e.0 = e.0.max(s.bytes_acked);
-                e.1 = e.1.max(s.bytes_received);
-            }
+            self.add(&list);
+        }
+    }
+
+    /// Folds in one sample.
+    pub fn add(&mut self, list: &[SubflowInfo]) {
+        for s in list {
+            let e = self.per_subflow.entry((s.local, s.remote)).or_default();
+            e.0 = e.0.max(s.bytes_acked);
+            e.1 = e.1.max(s.bytes_received);
         }
     }
 
@@ -238,14 +250,32 @@ pub struct Sampler {
 /// Samples the subflows of `sock` (a duplicate of the connection's
 /// descriptor, closed when the sampler finishes) every `every`.
 pub fn spawn_sampler(sock: socket2::Socket, every: std::time::Duration) -> Sampler {
+    spawn_sampler_with(sock, every, |_| {})
+}
+
+/// [`spawn_sampler`], also handing each sample of the live subflows to
+/// `on_sample` (a live view: which links carry the connection now, their
+/// retransmissions).
+pub fn spawn_sampler_with(
+    sock: socket2::Socket,
+    every: std::time::Duration,
+    mut on_sample: impl FnMut(&[SubflowInfo]) + Send + 'static,
+) -> Sampler {
     let (stop, mut rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut totals = SubflowTotals::default();
         let mut tick = tokio::time::interval(every);
         loop {
-            tokio::select! {
-                _ = tick.tick() => totals.sample(&sock),
-                _ = &mut rx => { totals.sample(&sock); break; }
+            let last = tokio::select! {
+                _ = tick.tick() => false,
+                _ = &mut rx => true,
+            };
+            if let Ok(list) = subflows(&sock) {
+                totals.add(&list);
+                on_sample(&list);
+            }
+            if last {
+                break;
             }
         }
         totals

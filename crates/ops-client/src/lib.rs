@@ -79,6 +79,18 @@ pub struct Answer {
     pub status: StatusCode,
     /// The body (JSON, or empty for `204`).
     pub body: Bytes,
+    /// The answer's `X-Tandem-Signature`: ops signs a policy it answers a
+    /// report with, with the sender's key.
+    pub signature: Option<String>,
+}
+
+impl Answer {
+    /// Whether the body carries `key`'s signature.
+    pub fn signed_by(&self, key: &telemetry::Key) -> bool {
+        self.signature
+            .as_deref()
+            .is_some_and(|s| telemetry::verify(key, &self.body, s).is_ok())
+    }
 }
 
 impl Answer {
@@ -153,6 +165,11 @@ async fn exchange(
     }
     let res = sender.send_request(req).await?;
     let status = res.status();
+    let signature = res
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = Limited::new(res.into_body(), MAX_ANSWER_BYTES)
         .collect()
         .await
@@ -160,7 +177,11 @@ async fn exchange(
         .to_bytes();
     drop(sender);
     driver.abort();
-    Ok(Answer { status, body })
+    Ok(Answer {
+        status,
+        body,
+        signature,
+    })
 }
 
 /// Posts a signed report (a CPE's to `/api/v1/reports`, a HAG's to
@@ -183,6 +204,59 @@ pub async fn post_report(
         timeout,
     )
     .await
+}
+
+/// The parts of a sender's `[telemetry]` that the CPE and the HAG share,
+/// as written in their configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct EndpointSpec<'a> {
+    /// Ops' API address.
+    pub ops: std::net::SocketAddr,
+    /// The `Host` header, if not the address.
+    pub host: Option<&'a str>,
+    /// The sender's token.
+    pub token: &'a str,
+    /// Its reporting period, seconds.
+    pub period_s: u64,
+    /// How long one delivery may take, milliseconds.
+    pub timeout_ms: u64,
+    /// The token's kind, for the message: `cpe` or `hag NAME`.
+    pub kind: &'a str,
+}
+
+/// The spec checked: the `Host` header, the period and the timeout; or
+/// the key (under `[telemetry]`) that is wrong, and why.
+pub fn check_endpoint(
+    e: &EndpointSpec<'_>,
+) -> Result<(String, Duration, Duration), (&'static str, String)> {
+    if e.ops.port() == 0 || e.ops.ip().is_unspecified() {
+        return Err(("ops", "must be ops' address and port".into()));
+    }
+    let t = e.token;
+    if t.len() < 16 || t.len() > 256 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err((
+            "token",
+            format!(
+                "must be the token `tandem ops token issue --kind {}` printed (16..=256 printable characters)",
+                e.kind
+            ),
+        ));
+    }
+    let host = e.host.map_or_else(|| e.ops.to_string(), str::to_owned);
+    if host.is_empty() || host.len() > 255 || !host.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(("host", "must be a host name".into()));
+    }
+    if !(1..=3_600).contains(&e.period_s) {
+        return Err(("period_s", "must be 1..=3600".into()));
+    }
+    if !(100..=60_000).contains(&e.timeout_ms) {
+        return Err(("timeout_ms", "must be 100..=60000".into()));
+    }
+    Ok((
+        host,
+        Duration::from_secs(e.period_s),
+        Duration::from_millis(e.timeout_ms),
+    ))
 }
 
 /// What to do with a report after ops answered.

@@ -81,11 +81,30 @@ impl Default for Settings {
     }
 }
 
-/// The HAG's recent reports, per minute.
+/// The HAG's recent reports: `(sent_at_ms, connects, errors)`, the last
+/// [`UPSTREAM_WINDOW_MS`].
 #[derive(Clone, Debug, Default)]
 struct HagState {
     last_ms: u64,
-    minutes: std::collections::VecDeque<(u64, u64, u64)>,
+    reports: std::collections::VecDeque<(u64, u64, u64)>,
+}
+
+/// How far back the upstream's failure ratio looks, at most.
+const UPSTREAM_WINDOW_MS: u64 = 5 * 60_000;
+/// The ratio is judged on the last minute of connections (so it follows a
+/// fault's start and end within a minute) ...
+const UPSTREAM_RECENT_MS: u64 = 60_000;
+/// ... or further back, when the minute had fewer than this many.
+const UPSTREAM_MIN: u64 = 20;
+
+/// What the HAG last said about one subscriber.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    /// The HAG report's date.
+    at_ms: u64,
+    /// When the HAG last heard from the subscriber.
+    last_seen_ms: u64,
+    connections: u32,
 }
 
 /// The engine: inventory, every home's history, the HAG's view.
@@ -94,6 +113,8 @@ pub struct Engine {
     inventory: Inventory,
     homes: Vec<Home>,
     hag: HagState,
+    /// Each home as the HAG last listed it.
+    seen: Vec<Option<Seen>>,
     settings: Settings,
     unknown: u64,
     /// The fleet's share of homes whose probes fail on both links, per
@@ -145,6 +166,7 @@ impl Engine {
     pub fn new(inventory: Inventory, settings: Settings) -> Self {
         let homes = vec![Home::default(); inventory.len()];
         Self {
+            seen: vec![None; inventory.len()],
             inventory,
             homes,
             hag: HagState::default(),
@@ -182,20 +204,43 @@ impl Engine {
     /// Folds in a HAG report.
     pub fn ingest_hag(&mut self, r: &HagReport) {
         self.hag.last_ms = self.hag.last_ms.max(r.sent_at_ms);
-        let minute = r.sent_at_ms / 60_000;
-        match self.hag.minutes.back_mut() {
-            Some(m) if m.0 == minute => {
-                m.1 += r.upstream_connects;
-                m.2 += r.upstream_errors;
+        if r.upstream_connects > 0 {
+            self.hag
+                .reports
+                .push_back((r.sent_at_ms, r.upstream_connects, r.upstream_errors));
+        }
+        let from = self.hag.last_ms.saturating_sub(UPSTREAM_WINDOW_MS);
+        while self.hag.reports.front().is_some_and(|x| x.0 < from) || self.hag.reports.len() > 4_096
+        {
+            self.hag.reports.pop_front();
+        }
+        for v in &r.subscribers {
+            if let Some(i) = self.inventory.index(&v.subscriber) {
+                if self.seen[i].is_none_or(|s| s.at_ms <= r.sent_at_ms) {
+                    self.seen[i] = Some(Seen {
+                        at_ms: r.sent_at_ms,
+                        last_seen_ms: v.last_seen_ms.min(r.sent_at_ms),
+                        connections: v.connections,
+                    });
+                }
             }
-            _ => self
-                .hag
-                .minutes
-                .push_back((minute, r.upstream_connects, r.upstream_errors)),
         }
-        while self.hag.minutes.len() > 30 {
-            self.hag.minutes.pop_front();
+    }
+
+    /// Whether the HAG, reporting now, has heard from home `i` within the
+    /// silence window: its traffic flows though its reports do not arrive.
+    /// `Some(false)`: the HAG reports and has not; `None`: no HAG view.
+    fn hag_hears(&self, i: usize, now_ms: u64) -> Option<(bool, Option<Seen>)> {
+        if self.hag.last_ms == 0 || self.hag_silent(now_ms) {
+            return None;
         }
+        let window = (self.silent_after_s() * 1000.0) as u64;
+        let seen = self.seen[i];
+        let heard = seen.is_some_and(|s| {
+            now_ms.saturating_sub(s.at_ms) <= window
+                && now_ms.saturating_sub(s.last_seen_ms) <= window
+        });
+        Some((heard, seen))
     }
 
     /// A CPE is silent after two and a half periods without a report (one
@@ -210,16 +255,23 @@ impl Engine {
                 > (3.0 * self.settings.hag_period_s).max(45.0)
     }
 
-    /// Upstream failure ratio over the last 5 minutes, if anything was tried.
+    /// The upstream's failure ratio over the last minute's connections
+    /// (further back, up to 5 minutes, while fewer than [`UPSTREAM_MIN`]),
+    /// if at least [`UPSTREAM_MIN`] were tried.
     fn upstream_error_ratio(&self, now_ms: u64) -> Option<f64> {
-        let from = (now_ms / 60_000).saturating_sub(5);
-        let (c, e) = self
-            .hag
-            .minutes
-            .iter()
-            .filter(|m| m.0 >= from)
-            .fold((0, 0), |a, m| (a.0 + m.1, a.1 + m.2));
-        (c >= 20).then(|| e as f64 / c as f64)
+        let (recent, oldest) = (
+            now_ms.saturating_sub(UPSTREAM_RECENT_MS),
+            now_ms.saturating_sub(UPSTREAM_WINDOW_MS),
+        );
+        let (mut c, mut e) = (0u64, 0u64);
+        for &(at, rc, re) in self.hag.reports.iter().rev() {
+            if at < oldest || (at < recent && c >= UPSTREAM_MIN) {
+                break;
+            }
+            c += rc;
+            e += re;
+        }
+        (c >= UPSTREAM_MIN).then(|| e as f64 / c as f64)
     }
 
     fn neighbours(&self, homes: &[usize], me: usize, now_ms: u64) -> Neighbours {
@@ -402,6 +454,32 @@ impl Engine {
             ev.push(
                 "silent on the fixed line and the mobile link alike, without a dying gasp".into(),
             );
+            match self.hag_hears(i, now_ms) {
+                Some((true, Some(s))) => {
+                    ev.push(format!(
+                        "yet the HAG heard from it {:.0} s ago ({} connection(s) open): it is on, and only its reports do not arrive",
+                        now_ms.saturating_sub(s.last_seen_ms) as f64 / 1000.0,
+                        s.connections
+                    ));
+                    return d(
+                        Location::Home,
+                        "cpe-software",
+                        "the CPE carries traffic but its reports do not reach ops: reset it remotely; send a home technician if it persists",
+                        0.6,
+                        home,
+                        "silent-but-seen",
+                        ev,
+                    );
+                }
+                Some((false, s)) => ev.push(match s {
+                    Some(s) => format!(
+                        "the HAG has not heard from it either for {:.0} s",
+                        now_ms.saturating_sub(s.last_seen_ms) as f64 / 1000.0
+                    ),
+                    None => "the HAG has no connection from it either".into(),
+                }),
+                _ => {}
+            }
             return d(
                 Location::Customer,
                 "power-loss",

@@ -220,21 +220,33 @@ impl Features {
             }
         }
         // The second worst minute of five: loss that lasts, not a burst
-        // (retransmissions after an outage, one probe window's bad luck).
-        let mut losses: Vec<f64> = window(5).map(|b| f64::from(b.dsl_loss)).collect();
-        losses.sort_by(|a, b| b.total_cmp(a));
-        f.dsl_loss_5m = losses.get(1).copied().unwrap_or(0.0);
+        // (retransmissions after an outage, one probe window's bad luck);
+        // and still there in the last two minutes: loss that ended is not
+        // a fault now.
+        let lasting = |loss: &dyn Fn(&Bucket) -> f64| {
+            let mut losses: Vec<f64> = window(5).map(loss).collect();
+            losses.sort_by(|a, b| b.total_cmp(a));
+            let now = window(2).map(loss).fold(0.0, f64::max);
+            losses.get(1).copied().unwrap_or(0.0).min(now)
+        };
+        f.dsl_loss_5m = lasting(&|b| f64::from(b.dsl_loss));
         // As for the fixed line: loss that lasts two minutes of five, not
         // the burst right after a link (or the HAG) comes back.
-        let mut losses: Vec<f64> = window(5).map(|b| f64::from(b.lte_loss)).collect();
-        losses.sort_by(|a, b| b.total_cmp(a));
-        f.lte_loss_5m = losses.get(1).copied().unwrap_or(0.0);
-        let rtts: Vec<f64> = window(5)
-            .filter(|b| b.lte_probe_up > 0)
-            .map(|b| f64::from(b.lte_rtt))
-            .collect();
-        if !rtts.is_empty() && r.lte_samples >= 5 {
-            f.lte_rtt_delta = rtts.iter().sum::<f64>() / rtts.len() as f64 - r.lte_rtt;
+        f.lte_loss_5m = lasting(&|b| f64::from(b.lte_loss));
+        // The extra round trip over five minutes (a slow cell, not one
+        // slow probe), and over the last two (gone when the cell is fine
+        // again, not minutes later).
+        let mean_rtt = |n: u64| {
+            let rtts: Vec<f64> = window(n)
+                .filter(|b| b.lte_probe_up > 0)
+                .map(|b| f64::from(b.lte_rtt))
+                .collect();
+            (!rtts.is_empty()).then(|| rtts.iter().sum::<f64>() / rtts.len() as f64)
+        };
+        if let (Some(five), Some(two)) = (mean_rtt(5), mean_rtt(2)) {
+            if r.lte_samples >= 5 {
+                f.lte_rtt_delta = five.min(two) - r.lte_rtt;
+            }
         }
         f
     }

@@ -11,6 +11,8 @@
 //!   silence) and [`baseline`], the classic per-line DLM rules it is judged
 //!   against.
 //! - [`replay`]: the same engine on a JSON-lines file of reports.
+//! - [`policy`]: incidents change policy (the mobile budget waived for a
+//!   line or cabinet incident's homes) and the operator's budget grants.
 //! - [`service`]: `tandem ops run`, the HTTP API (signed reports in,
 //!   diagnoses and incidents out), over [`store`] (SQLite: tokens,
 //!   telemetry history, incidents) and [`config`] (`ops.toml`).
@@ -22,6 +24,7 @@ pub mod engine;
 pub mod features;
 pub mod history;
 pub mod inventory;
+pub mod policy;
 pub mod replay;
 pub mod service;
 pub mod store;

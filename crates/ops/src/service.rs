@@ -14,6 +14,15 @@
 //! | `POST /api/v1/incidents/{id}/dispatch` `{"note"}` | operator | someone is on the way |
 //! | `POST /api/v1/incidents/{id}/resolve` `{"finding", "note"}` | operator | repaired; `finding` is where the fault really was |
 //! | `GET /api/v1/stats` | operator | incidents per state, first-time fix |
+//! | `POST /api/v1/grants` `{"cabinet"\|"cell"\|"homes", "extra_bytes", "hours", "note"}` | operator | extra mobile budget for a set of homes; `201`, `400` malformed, `422` not in the inventory |
+//! | `GET /api/v1/grants[?holding=true]` | operator | the grants, newest first |
+//! | `POST /api/v1/grants/{id}/revoke` | operator | the grant stops holding now |
+//!
+//! An accepted report is answered `200` with the sender's policy
+//! ([`telemetry::Policy`] for a CPE, [`telemetry::HagPolicy`] for a HAG:
+//! the budget waived while a line or cabinet incident on the home is
+//! active, the extra budget granted), signed with the sender's key in
+//! `X-Tandem-Signature` ([`crate::policy`]).
 //!
 //! Every `scan_interval` every home is diagnosed; a home, cabinet, line
 //! card, cell or core diagnosis opens an incident for its group or adds the
@@ -52,6 +61,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::history::HISTORY_MINUTES;
 use crate::inventory::Inventory;
+use crate::policy::{GrantError, GrantRequest, Policies};
 use crate::store::{group_key, Incident, State as IState, Store, StoredReport, TokenKind};
 use crate::Diagnosis;
 
@@ -115,6 +125,8 @@ struct Metrics {
     incidents_opened: Counter,
     incidents_active: Gauge,
     scan_ms: Gauge,
+    waived: Gauge,
+    granted: Gauge,
 }
 
 impl Metrics {
@@ -128,6 +140,8 @@ impl Metrics {
             incidents_opened: Counter::default(),
             incidents_active: Gauge::default(),
             scan_ms: Gauge::default(),
+            waived: Gauge::default(),
+            granted: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("reports", "CPE reports by result", m.reports.clone());
@@ -155,6 +169,16 @@ impl Metrics {
             "incidents_active",
             "Incidents open or dispatched",
             m.incidents_active.clone(),
+        );
+        registry.register(
+            "waived_homes",
+            "Homes whose mobile budget is waived (an active line or cabinet incident)",
+            m.waived.clone(),
+        );
+        registry.register(
+            "granted_homes",
+            "Homes with extra mobile budget granted now",
+            m.granted.clone(),
         );
         registry.register(
             "scan_milliseconds",
@@ -188,6 +212,9 @@ struct Keys {
 #[derive(Default)]
 struct ReplayGuard {
     cpes: HashMap<String, Boots>,
+    /// Each HAG's latest report date (a HAG dates each report strictly
+    /// after the one before).
+    hags: HashMap<String, u64>,
 }
 
 #[derive(Default)]
@@ -233,6 +260,8 @@ struct Shared {
     replay: Mutex<ReplayGuard>,
     writer: Mutex<Option<mpsc::SyncSender<StoredReport>>>,
     last_seen: Mutex<HashMap<i64, u64>>,
+    /// What holds now (waivers, grants), recomputed after each scan.
+    policies: RwLock<Policies>,
     metrics: Metrics,
 }
 
@@ -335,6 +364,7 @@ impl Server {
                 replay: Mutex::new(replay),
                 writer: Mutex::new(Some(tx)),
                 last_seen: Mutex::new(HashMap::new()),
+                policies: RwLock::new(Policies::default()),
                 metrics,
             }),
         })
@@ -561,14 +591,58 @@ fn scan(shared: &Shared, now: u64) -> Result<(), crate::store::Error> {
             lock(&shared.last_seen).remove(&inc.id);
         }
     }
-    let active = store.incidents(Some(IState::Open), 10_000)?.len()
-        + store.incidents(Some(IState::Dispatched), 10_000)?.len();
-    shared.metrics.incidents_active.set(active as i64);
+    let mut active = store.incidents(Some(IState::Open), 10_000)?;
+    active.extend(store.incidents(Some(IState::Dispatched), 10_000)?);
+    shared.metrics.incidents_active.set(active.len() as i64);
+    set_policies(shared, Policies::compute(&active, &store, now)?);
     shared
         .metrics
         .scan_ms
         .set(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX));
     Ok(())
+}
+
+fn set_policies(shared: &Shared, p: Policies) {
+    let mut cur = shared
+        .policies
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *cur != p {
+        tracing::info!(
+            waived = p.waived.len(),
+            granted = p.extra.len(),
+            "ops: policy changed"
+        );
+        shared.metrics.waived.set(p.waived.len() as i64);
+        shared.metrics.granted.set(p.extra.len() as i64);
+        *cur = p;
+    }
+}
+
+/// Recomputes the policy now (after a grant changed).
+fn refresh_policies(shared: &Shared, store: &Store) -> Result<(), crate::store::Error> {
+    let mut active = store.incidents(Some(IState::Open), 10_000)?;
+    active.extend(store.incidents(Some(IState::Dispatched), 10_000)?);
+    set_policies(shared, Policies::compute(&active, store, now_ms())?);
+    Ok(())
+}
+
+/// A `200` with `body` as JSON, signed with `key` (a policy for the sender
+/// of a report).
+fn signed_json(key: Option<&Key>, body: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.clone(),
+    )
+        .into_response();
+    if let Some(k) = key {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&telemetry::sign(k, &body)) {
+            r.headers_mut().insert("x-tandem-signature", v);
+        }
+    }
+    r
 }
 
 fn router(shared: Arc<Shared>) -> Router {
@@ -590,6 +664,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/incidents/{id}/dispatch", post(post_dispatch))
         .route("/api/v1/incidents/{id}/resolve", post(post_resolve))
         .route("/api/v1/stats", get(get_stats))
+        .route("/api/v1/grants", post(post_grant).get(get_grants))
+        .route("/api/v1/grants/{id}/revoke", post(post_revoke_grant))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(shared)
 }
@@ -685,6 +761,7 @@ async fn post_report(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         );
     }
     m.report("accepted");
+    let sub = r.subscriber.clone();
     let stored = StoredReport {
         subscriber: r.subscriber,
         boot_id: r.boot_id,
@@ -699,7 +776,13 @@ async fn post_report(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     if !sent {
         m.storage_dropped.inc();
     }
-    StatusCode::NO_CONTENT.into_response()
+    let policy = s
+        .policies
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .for_cpe(&sub, now);
+    let key = s.keys.read().ok().and_then(|k| k.cpe.get(&sub).cloned());
+    signed_json(key.as_ref(), &policy)
 }
 
 async fn post_hag_report(
@@ -726,9 +809,27 @@ async fn post_hag_report(
         m.hag("stale");
         return fail(StatusCode::BAD_REQUEST, why);
     }
+    {
+        let mut g = lock(&s.replay);
+        let last = g.hags.entry(r.hag.clone()).or_default();
+        if r.sent_at_ms <= *last {
+            m.hag("replayed");
+            return fail(
+                StatusCode::CONFLICT,
+                "HAG report not later than the last one received from this HAG",
+            );
+        }
+        *last = r.sent_at_ms;
+    }
     lock(&s.engine).ingest_hag(&r);
     m.hag("accepted");
-    StatusCode::NO_CONTENT.into_response()
+    let policy = s
+        .policies
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .for_hag(&r.hag, now_ms());
+    let key = s.keys.read().ok().and_then(|k| k.hag.get(&r.hag).cloned());
+    signed_json(key.as_ref(), &policy)
 }
 
 /// Whether the request carries an operator's token.
@@ -762,6 +863,7 @@ fn store_error(e: crate::store::Error) -> Response {
         crate::store::Error::NoIncident(id) => {
             fail(StatusCode::NOT_FOUND, format!("no incident {id}"))
         }
+        crate::store::Error::NoGrant(id) => fail(StatusCode::NOT_FOUND, format!("no grant {id}")),
         e @ crate::store::Error::State { .. } => fail(StatusCode::CONFLICT, e.to_string()),
         e => {
             tracing::warn!("ops: {e}");
@@ -801,6 +903,18 @@ struct HomeView<'a> {
     via: Option<&'static str>,
     last: Option<crate::history::Last>,
     diagnosis: Diagnosis,
+    /// What its CPE is told: the budget waiver and the extra budget.
+    policy: telemetry::Policy,
+    /// What the DLM-style rule baseline says of the same history (for
+    /// comparison: Tandem acts on `diagnosis`).
+    baseline: BaselineView,
+}
+
+#[derive(Serialize)]
+struct BaselineView {
+    location: Location,
+    dispatch: hybrid::Dispatch,
+    rule: &'static str,
 }
 
 async fn get_home(
@@ -828,6 +942,19 @@ async fn get_home(
         via: home.last.map(|l| if l.via_lte { "lte" } else { "dsl" }),
         last: home.last,
         diagnosis: engine.diagnose(i, now_ms()),
+        baseline: {
+            let b = crate::baseline::diagnose(home, now_ms(), s.config.report_period.as_secs_f64());
+            BaselineView {
+                location: b.location,
+                dispatch: b.dispatch,
+                rule: b.rule,
+            }
+        },
+        policy: s
+            .policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .for_cpe(&subscriber, now_ms()),
     })
     .into_response()
 }
@@ -1024,6 +1151,75 @@ async fn get_stats(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response
             first_time_fix: (resolved > 0).then(|| right as f64 / resolved as f64),
         })
         .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct GrantsQuery {
+    #[serde(default)]
+    holding: bool,
+}
+
+async fn post_grant(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    require_operator!(s, headers);
+    let req: GrantRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, format!("grant: {e}")),
+    };
+    let resolved = req.resolve(lock(&s.engine).inventory());
+    let (scope, homes) = match resolved {
+        Ok(x) => x,
+        Err(GrantError::Bad(e)) => return fail(StatusCode::BAD_REQUEST, e),
+        Err(GrantError::Unknown(e)) => return fail(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
+    let now = now_ms();
+    let until = now.saturating_add(u64::from(req.hours) * 3_600_000);
+    let store = lock(&s.store);
+    let made = store
+        .create_grant(
+            &scope,
+            &homes,
+            req.extra_bytes,
+            now,
+            until,
+            req.note.as_deref(),
+        )
+        .and_then(|g| refresh_policies(&s, &store).map(|()| g));
+    match made {
+        Ok(g) => {
+            tracing::info!(id = g.id, scope = %g.scope, homes = g.homes.len(), extra_bytes = g.extra_bytes, "ops: grant made");
+            (StatusCode::CREATED, Json(g)).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_grants(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<GrantsQuery>,
+) -> Response {
+    require_operator!(s, headers);
+    let at = q.holding.then(now_ms);
+    match lock(&s.store).grants(at, 1_000) {
+        Ok(g) => Json(g).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn post_revoke_grant(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    require_operator!(s, headers);
+    let store = lock(&s.store);
+    match store
+        .revoke_grant(id, now_ms())
+        .and_then(|g| refresh_policies(&s, &store).map(|()| g))
+    {
+        Ok(g) => Json(g).into_response(),
         Err(e) => store_error(e),
     }
 }

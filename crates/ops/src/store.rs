@@ -29,6 +29,9 @@ pub enum Error {
     /// No incident of that id.
     #[error("no incident {0}")]
     NoIncident(i64),
+    /// No grant of that id.
+    #[error("no grant {0}")]
+    NoGrant(i64),
     /// An incident in a state that does not allow the change.
     #[error("incident {id} is {state}; {wanted} needs it {needs}")]
     State {
@@ -144,6 +147,35 @@ pub struct Incident {
     pub diagnosis: serde_json::Value,
     /// The homes it affects.
     pub homes: Vec<String>,
+}
+
+/// An operator's grant of extra mobile budget to a set of homes.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Grant {
+    /// Its number.
+    pub id: i64,
+    /// What it was given to: `cabinet:NAME`, `cell:ID` or `homes`.
+    pub scope: String,
+    /// Extra bytes on top of each home's budget while it holds.
+    pub extra_bytes: u64,
+    /// From when, Unix ms.
+    pub from_ms: i64,
+    /// Until when, Unix ms.
+    pub until_ms: i64,
+    /// Why (the operator's words).
+    pub note: Option<String>,
+    /// When it was taken back, if it was.
+    pub revoked_ms: Option<i64>,
+    /// The homes it covers.
+    pub homes: Vec<String>,
+}
+
+impl Grant {
+    /// Whether it holds at `now_ms`.
+    pub fn holds(&self, now_ms: u64) -> bool {
+        let now = to_i64(now_ms);
+        self.revoked_ms.is_none() && self.from_ms <= now && now < self.until_ms
+    }
 }
 
 /// The key of a group, as stored.
@@ -531,6 +563,96 @@ impl Store {
             u64::try_from(resolved).unwrap_or(0),
             u64::try_from(right).unwrap_or(0),
         ))
+    }
+
+    /// Records a grant of `extra_bytes` to `homes` from `from_ms` to
+    /// `until_ms`.
+    pub fn create_grant(
+        &self,
+        scope: &str,
+        homes: &[String],
+        extra_bytes: u64,
+        from_ms: u64,
+        until_ms: u64,
+        note: Option<&str>,
+    ) -> Result<Grant, Error> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO grants (scope, extra_bytes, from_ms, until_ms, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![scope, to_i64(extra_bytes), to_i64(from_ms), to_i64(until_ms), note],
+        )?;
+        let id = tx.last_insert_rowid();
+        for h in homes {
+            tx.execute(
+                "INSERT OR IGNORE INTO grant_homes (grant_id, subscriber) VALUES (?1, ?2)",
+                params![id, h],
+            )?;
+        }
+        tx.commit()?;
+        self.grant(id)?.ok_or(Error::NoGrant(id))
+    }
+
+    /// Takes a grant back (it stops holding now).
+    pub fn revoke_grant(&self, id: i64, now_ms: u64) -> Result<Grant, Error> {
+        self.conn.execute(
+            "UPDATE grants SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+            params![id, to_i64(now_ms)],
+        )?;
+        self.grant(id)?.ok_or(Error::NoGrant(id))
+    }
+
+    /// One grant.
+    pub fn grant(&self, id: i64) -> Result<Option<Grant>, Error> {
+        Ok(self.query_grants("WHERE id = ?1", params![id], 1)?.pop())
+    }
+
+    /// The grants, newest first; with `holding_at`, only those that hold
+    /// then.
+    pub fn grants(&self, holding_at: Option<u64>, limit: usize) -> Result<Vec<Grant>, Error> {
+        match holding_at {
+            Some(t) => self.query_grants(
+                "WHERE revoked_ms IS NULL AND from_ms <= ?1 AND ?1 < until_ms",
+                params![to_i64(t)],
+                limit,
+            ),
+            None => self.query_grants("", params![], limit),
+        }
+    }
+
+    fn query_grants(
+        &self,
+        filter: &str,
+        args: &[&dyn rusqlite::ToSql],
+        limit: usize,
+    ) -> Result<Vec<Grant>, Error> {
+        let sql = format!(
+            "SELECT id, scope, extra_bytes, from_ms, until_ms, note, revoked_ms
+             FROM grants {filter} ORDER BY id DESC LIMIT {}",
+            limit.min(10_000)
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(args, |r| {
+            Ok(Grant {
+                id: r.get(0)?,
+                scope: r.get(1)?,
+                extra_bytes: r.get::<_, i64>(2)?.max(0).unsigned_abs(),
+                from_ms: r.get(3)?,
+                until_ms: r.get(4)?,
+                note: r.get(5)?,
+                revoked_ms: r.get(6)?,
+                homes: Vec::new(),
+            })
+        })?;
+        let mut out: Vec<Grant> = rows.collect::<Result<_, _>>()?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT subscriber FROM grant_homes WHERE grant_id = ?1 ORDER BY subscriber",
+        )?;
+        for g in &mut out {
+            g.homes = st
+                .query_map([g.id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(out)
     }
 
     fn query_incidents(

@@ -19,6 +19,8 @@ struct Street {
     silent: Vec<bool>,
     hag_up: bool,
     upstream_errors: u64,
+    /// Homes the HAG carries traffic for though their reports are lost.
+    hag_hears: Vec<bool>,
 }
 
 impl Street {
@@ -45,6 +47,7 @@ impl Street {
             silent: vec![false; 16],
             hag_up: true,
             upstream_errors: 0,
+            hag_hears: vec![false; 16],
         };
         s.run(60 * 60);
         s
@@ -71,7 +74,17 @@ impl Street {
                     sent_at_ms: self.t,
                     upstream_connects: 100,
                     upstream_errors: self.upstream_errors,
-                    subscribers: vec![],
+                    subscribers: (0..self.cpes.len())
+                        .filter(|&i| !self.silent[i] || self.hag_hears[i])
+                        .map(|i| telemetry::hag::SubscriberView {
+                            subscriber: format!("h{i}"),
+                            subflows_dsl: 1,
+                            subflows_lte: 1,
+                            connections: 2,
+                            retransmits: 0,
+                            last_seen_ms: self.t - 500,
+                        })
+                        .collect(),
                 });
             }
         }
@@ -359,6 +372,55 @@ fn the_hag_gone_is_the_core_and_upstream_errors_too() {
         (Location::Core, "upstream-loss"),
         "{d:?}"
     );
+    // Judged on the last minute's connections: a minute after the
+    // upstream is mended, it is healthy again (not five minutes later).
+    s.upstream_errors = 0;
+    s.run(70);
+    let d = s.diagnose(3);
+    assert_eq!(d.location, Location::None, "{d:?}");
+}
+
+#[test]
+fn a_silent_home_the_hag_still_hears_is_its_reporting_not_its_power() {
+    // Its reports stop but the HAG still carries its traffic: the CPE is
+    // on; its reporting is what fails.
+    let mut s = Street::new();
+    s.silent[6] = true;
+    s.hag_hears[6] = true;
+    s.run(60);
+    let d = s.diagnose(6);
+    assert_eq!(
+        (d.location, d.fault, d.rule),
+        (Location::Home, "cpe-software", "silent-but-seen"),
+        "{d:?}"
+    );
+    assert!(
+        d.evidence.iter().any(|e| e.contains("HAG heard from it")),
+        "{d:?}"
+    );
+    // Silent to the HAG too: off.
+    let mut s = Street::new();
+    s.silent[6] = true;
+    s.run(60);
+    let d = s.diagnose(6);
+    assert_eq!(
+        (d.location, d.rule),
+        (Location::Customer, "silent"),
+        "{d:?}"
+    );
+    assert!(
+        d.evidence
+            .iter()
+            .any(|e| e.contains("HAG has not heard from it either")),
+        "{d:?}"
+    );
+    // Without the HAG's reports it cannot be told: the silence rule as before.
+    let mut s = Street::new();
+    s.hag_up = false;
+    s.silent[6] = true;
+    s.hag_hears[6] = true;
+    s.run(60);
+    assert_eq!(s.diagnose(6).location, Location::Customer);
 }
 
 #[test]

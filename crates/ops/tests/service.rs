@@ -37,6 +37,7 @@ struct Ops {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     keys: Vec<telemetry::Key>,
+    hag: telemetry::Key,
     operator: String,
 }
 
@@ -65,6 +66,12 @@ impl Ops {
         let operator = store
             .issue_token(TokenKind::Operator, "noc", now_ms())
             .unwrap();
+        let hag = telemetry::key(
+            store
+                .issue_token(TokenKind::Hag, "hag-1", now_ms())
+                .unwrap()
+                .as_bytes(),
+        );
         drop(store);
         let mut ops = Self {
             dir,
@@ -73,6 +80,7 @@ impl Ops {
             stop: None,
             task: None,
             keys,
+            hag,
             operator,
         };
         ops.run().await;
@@ -151,11 +159,21 @@ impl Ops {
 
     /// Posts `body` signed with `key`.
     async fn report_raw(&self, key: &telemetry::Key, body: &[u8]) -> (StatusCode, String) {
+        self.post_signed("/api/v1/reports", key, body).await
+    }
+
+    /// Posts `body` to `path` signed with `key`.
+    async fn post_signed(
+        &self,
+        path: &str,
+        key: &telemetry::Key,
+        body: &[u8],
+    ) -> (StatusCode, String) {
         let stream = tokio::net::TcpStream::connect(self.api).await.unwrap();
         let a = ops_client::post_report(
             stream,
             &self.api.to_string(),
-            "/api/v1/reports",
+            path,
             key,
             Bytes::copy_from_slice(body),
             Duration::from_secs(10),
@@ -169,7 +187,7 @@ impl Ops {
         let body = cpe.report(t).to_json();
         let (status, text) = self.report_raw(&self.keys[home], body.as_bytes()).await;
         assert!(
-            status == StatusCode::NO_CONTENT,
+            status == StatusCode::OK,
             "report of h{home}: {status} {text}"
         );
         status
@@ -226,7 +244,7 @@ async fn forged_replayed_stale_and_malformed_reports_are_refused() {
     let key = ops.keys[0].clone();
     assert_eq!(
         ops.report_raw(&key, body.as_bytes()).await.0,
-        StatusCode::NO_CONTENT
+        StatusCode::OK
     );
     // The same report again.
     let (s, text) = ops.report_raw(&key, body.as_bytes()).await;
@@ -268,7 +286,7 @@ async fn forged_replayed_stale_and_malformed_reports_are_refused() {
     // The genuine one still goes through (refusals did not consume its seq).
     assert_eq!(
         ops.report_raw(&key, next.as_bytes()).await.0,
-        StatusCode::NO_CONTENT
+        StatusCode::OK
     );
     // A CPE with a token but not in the inventory.
     let mut ghost = Cpe::new(9);
@@ -335,6 +353,92 @@ async fn forged_replayed_stale_and_malformed_reports_are_refused() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(ops.get("/api/v1/incidents").await.0, StatusCode::OK);
+    ops.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hags_reports_are_taken_and_forged_replayed_or_unknown_ones_refused() {
+    let mut ops = Ops::start().await;
+    let now = now_ms();
+    let report = |hag: &str, at: u64, errors: u64| {
+        serde_json::to_vec(&telemetry::HagReport {
+            schema: telemetry::SCHEMA,
+            hag: hag.into(),
+            sent_at_ms: at,
+            upstream_connects: 50,
+            upstream_errors: errors,
+            subscribers: vec![telemetry::hag::SubscriberView {
+                subscriber: "h0".into(),
+                subflows_dsl: 1,
+                subflows_lte: 1,
+                connections: 3,
+                retransmits: 2,
+                last_seen_ms: at,
+            }],
+        })
+        .unwrap()
+    };
+    const PATH: &str = "/api/v1/hag-reports";
+    let hag = ops.hag.clone();
+    let first = report("hag-1", now, 0);
+    let (s, text) = ops.post_signed(PATH, &hag, &first).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    // The same again, or one dated before it: a replay.
+    let (s, text) = ops.post_signed(PATH, &hag, &first).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{text}");
+    let (s, _) = ops
+        .post_signed(PATH, &hag, &report("hag-1", now - 1, 0))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // Signed by a CPE's key, by a HAG ops has no token for, or not at all.
+    let next = report("hag-1", now + 1, 0);
+    let (s, _) = ops.post_signed(PATH, &ops.keys[0], &next).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = ops
+        .post_signed(PATH, &hag, &report("hag-2", now + 1, 0))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let stream = tokio::net::TcpStream::connect(ops.api).await.unwrap();
+    let a = ops_client::request(
+        stream,
+        &ops.api.to_string(),
+        Method::POST,
+        PATH,
+        Auth::None,
+        Some(Bytes::from(next.clone())),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // Malformed: more errors than connections, a bad name, not JSON.
+    for bad in [
+        report("hag-1", now + 2, 51),
+        report("hag 1", now + 2, 0),
+        b"[1,2".to_vec(),
+    ] {
+        let (s, text) = ops.post_signed(PATH, &hag, &bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    }
+    // The genuine next one is taken (refusals consumed nothing).
+    let (s, text) = ops.post_signed(PATH, &hag, &next).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    let m = ops.metrics().await;
+    for (result, n) in [
+        ("accepted", 2.0),
+        ("replayed", 2.0),
+        ("unauthenticated", 3.0),
+        ("malformed", 3.0),
+    ] {
+        assert_eq!(
+            metric(
+                &m,
+                &format!("tandem_ops_hag_reports_total{{result=\"{result}\"}}")
+            ),
+            n,
+            "{result}\n{m}"
+        );
+    }
     ops.stop().await;
 }
 
@@ -423,6 +527,196 @@ async fn a_ticket_on_a_broken_pair_sends_outside_plant_and_the_finding_counts() 
     ops.stop().await;
 }
 
+impl Ops {
+    /// Posts one report of home `i` and returns ops' answer.
+    async fn answer(&self, path: &str, key: &telemetry::Key, body: Vec<u8>) -> ops_client::Answer {
+        let stream = tokio::net::TcpStream::connect(self.api).await.unwrap();
+        ops_client::post_report(
+            stream,
+            &self.api.to_string(),
+            path,
+            key,
+            Bytes::from(body),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The policy ops answers home `i`'s next report with (checked to be
+    /// signed with its key, for it).
+    async fn policy(&self, cpe: &mut Cpe, i: usize) -> telemetry::Policy {
+        let a = self
+            .answer(
+                "/api/v1/reports",
+                &self.keys[i],
+                cpe.report(now_ms()).to_json().into_bytes(),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert!(a.signed_by(&self.keys[i]), "signed with h{i}'s key");
+        assert!(!a.signed_by(&self.keys[(i + 1) % HOMES]));
+        let p = telemetry::Policy::parse(&a.body).unwrap();
+        assert_eq!(p.subscriber, format!("h{i}"));
+        p
+    }
+
+    /// The homes ops answers a HAG report with.
+    async fn hag_waived(&self) -> Vec<String> {
+        let body = serde_json::to_vec(&telemetry::HagReport {
+            schema: telemetry::SCHEMA,
+            hag: "hag-1".into(),
+            sent_at_ms: now_ms(),
+            upstream_connects: 0,
+            upstream_errors: 0,
+            subscribers: vec![],
+        })
+        .unwrap();
+        let a = self.answer("/api/v1/hag-reports", &self.hag, body).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert!(a.signed_by(&self.hag));
+        telemetry::HagPolicy::parse(&a.body).unwrap().waived
+    }
+}
+
+/// Waits (bounded) for the scan to recompute the policy.
+async fn until_policy(
+    ops: &Ops,
+    cpe: &mut Cpe,
+    i: usize,
+    ok: impl Fn(&telemetry::Policy) -> bool,
+) -> telemetry::Policy {
+    for _ in 0..40 {
+        let p = ops.policy(cpe, i).await;
+        if ok(&p) {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "policy of h{i} not as expected: {:?}",
+        ops.policy(cpe, i).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_incident_waives_the_budget_and_grants_add_to_it() {
+    let mut ops = Ops::start().await;
+    let mut cpes: Vec<Cpe> = (0..HOMES).map(Cpe::new).collect();
+    history(&ops, &mut cpes, 10, |c, k| {
+        if k == 57 {
+            c[1].showtime = false;
+            c[1].no_signal = true;
+        }
+    })
+    .await;
+    // The broken pair opens a line incident: h1's budget is waived, the
+    // HAG is told to record its mobile bytes apart; h0 is not waived.
+    let p = until_policy(&ops, &mut cpes[1], 1, |p| p.waiver.is_some()).await;
+    let w = p.waiver.unwrap();
+    assert_eq!(w.location, "line");
+    assert!(ops.policy(&mut cpes[0], 0).await.waiver.is_none());
+    assert_eq!(ops.hag_waived().await, ["h1"]);
+    let (_, home) = ops.get("/api/v1/homes/h1").await;
+    assert_eq!(home["policy"]["waiver"]["incident"], w.incident, "{home:#}");
+    // Dispatched: still waived. Resolved: no longer.
+    let id = w.incident;
+    ops.post(&format!("/api/v1/incidents/{id}/dispatch"), "{}")
+        .await;
+    assert!(ops.policy(&mut cpes[1], 1).await.waiver.is_some());
+    // The technician splices the pair: the line trains again.
+    cpes[1].showtime = true;
+    cpes[1].no_signal = false;
+    ops.policy(&mut cpes[1], 1).await;
+    let (s, _) = ops
+        .post(
+            &format!("/api/v1/incidents/{id}/resolve"),
+            r#"{"finding":"line"}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    until_policy(&ops, &mut cpes[1], 1, |p| p.waiver.is_none()).await;
+    assert!(ops.hag_waived().await.is_empty());
+
+    // A grant to cabinet cab1 (h3..h5), then one to a list; they add up.
+    let (s, g) = ops
+        .post(
+            "/api/v1/grants",
+            r#"{"cabinet":"cab1","extra_bytes":50000000000,"hours":24,"note":"floods"}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    assert_eq!(g["homes"], serde_json::json!(["h3", "h4", "h5"]));
+    let (s, g2) = ops
+        .post(
+            "/api/v1/grants",
+            r#"{"homes":["h4"],"extra_bytes":1000,"hours":1}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{g2}");
+    assert_eq!(
+        ops.policy(&mut cpes[4], 4).await.extra_bytes,
+        50_000_001_000
+    );
+    assert_eq!(
+        ops.policy(&mut cpes[3], 3).await.extra_bytes,
+        50_000_000_000
+    );
+    assert_eq!(ops.policy(&mut cpes[0], 0).await.extra_bytes, 0);
+    let (_, list) = ops.get("/api/v1/grants?holding=true").await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
+    // Revoked: it stops at once.
+    let (s, r) = ops
+        .post(&format!("/api/v1/grants/{}/revoke", g["id"]), "")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(ops.policy(&mut cpes[3], 3).await.extra_bytes, 0);
+    assert_eq!(ops.policy(&mut cpes[4], 4).await.extra_bytes, 1000);
+    let (_, list) = ops.get("/api/v1/grants?holding=true").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list:#}");
+    // Bad grants: a clear error, nothing granted.
+    for (body, want) in [
+        (
+            r#"{"cabinet":"cab9","extra_bytes":1,"hours":1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"homes":["h1","ghost"],"extra_bytes":1,"hours":1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            r#"{"cell":"c1","cabinet":"cab0","extra_bytes":1,"hours":1}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"cell":"c1","extra_bytes":-1,"hours":1}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"cell":"c1","extra_bytes":1,"hours":0}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("not json", StatusCode::BAD_REQUEST),
+    ] {
+        let (s, e) = ops.post("/api/v1/grants", body).await;
+        assert_eq!(s, want, "{body}: {e}");
+    }
+    let (s, _) = ops.post("/api/v1/grants/999/revoke", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = ops
+        .call(
+            Method::POST,
+            "/api/v1/grants",
+            Auth::Bearer("not-a-token"),
+            Some(r#"{"cell":"c1","extra_bytes":1,"hours":1}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (_, list) = ops.get("/api/v1/grants").await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list:#}");
+    ops.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cabinet_outage_is_one_incident_with_every_home() {
     let mut ops = Ops::start().await;
@@ -491,7 +785,7 @@ async fn a_restart_keeps_the_replay_check_and_the_history() {
     let last = cpes[4].report(now_ms()).to_json();
     assert_eq!(
         ops.report_raw(&ops.keys[4], last.as_bytes()).await.0,
-        StatusCode::NO_CONTENT
+        StatusCode::OK
     );
     let (_, before) = ops.get("/api/v1/homes/h4/diagnosis").await;
     assert_eq!(before["location"], "line", "{before:#}");
@@ -513,7 +807,7 @@ async fn a_restart_keeps_the_replay_check_and_the_history() {
     let started = Instant::now();
     loop {
         let (s, _) = ops.report_raw(&key, body.as_bytes()).await;
-        if s == StatusCode::NO_CONTENT {
+        if s == StatusCode::OK {
             break;
         }
         assert_eq!(s, StatusCode::UNAUTHORIZED);

@@ -16,12 +16,19 @@ use crate::{Db, Error};
 pub const SUBSCRIBERS: &[&str] = &[include_str!("../migrations/subscribers_0001.sql")];
 
 /// The usage file's migrations (`subscribers.usage.db`). Version 1 is the
-/// table usage files had before they carried a version.
-pub const USAGE: &[&str] = &[include_str!("../migrations/usage_0001.sql")];
+/// table usage files had before they carried a version; version 2 adds the
+/// waived bytes.
+pub const USAGE: &[&str] = &[
+    include_str!("../migrations/usage_0001.sql"),
+    include_str!("../migrations/usage_0002.sql"),
+];
 
 /// The ops service's migrations (`ops.db`: tokens, telemetry history,
-/// incidents).
-pub const OPS: &[&str] = &[include_str!("../migrations/ops_0001.sql")];
+/// incidents; version 2: the mobile budget grants).
+pub const OPS: &[&str] = &[
+    include_str!("../migrations/ops_0001.sql"),
+    include_str!("../migrations/ops_0002.sql"),
+];
 
 /// The migrations of `db`.
 pub fn migrations(db: Db) -> &'static [&'static str] {

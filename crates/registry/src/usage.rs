@@ -32,6 +32,10 @@ pub struct UsageRecord {
     pub up: u64,
     /// Bytes to the subscriber.
     pub down: u64,
+    /// Bytes from the subscriber while its budget was waived (not billed).
+    pub waived_up: u64,
+    /// Bytes to the subscriber while its budget was waived (not billed).
+    pub waived_down: u64,
 }
 
 /// One subscriber's bytes on one link in one month.
@@ -47,6 +51,10 @@ pub struct UsageRow {
     pub up_bytes: u64,
     /// Bytes to the subscriber.
     pub down_bytes: u64,
+    /// Bytes from the subscriber while its budget was waived (not billed).
+    pub waived_up_bytes: u64,
+    /// Bytes to the subscriber while its budget was waived (not billed).
+    pub waived_down_bytes: u64,
 }
 
 /// An open usage database.
@@ -98,18 +106,23 @@ impl Usage {
         let tx = self.conn.transaction()?;
         {
             let mut st = tx.prepare_cached(
-                "INSERT INTO usage (subscriber, period, link, up_bytes, down_bytes)
-                 VALUES (?1, strftime('%Y-%m', 'now'), ?2, ?3, ?4)
+                "INSERT INTO usage (subscriber, period, link, up_bytes, down_bytes,
+                                    waived_up_bytes, waived_down_bytes)
+                 VALUES (?1, strftime('%Y-%m', 'now'), ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (subscriber, period, link) DO UPDATE SET
                    up_bytes = up_bytes + excluded.up_bytes,
-                   down_bytes = down_bytes + excluded.down_bytes",
+                   down_bytes = down_bytes + excluded.down_bytes,
+                   waived_up_bytes = waived_up_bytes + excluded.waived_up_bytes,
+                   waived_down_bytes = waived_down_bytes + excluded.waived_down_bytes",
             )?;
             for r in batch {
                 st.execute(params![
                     r.subscriber,
                     r.link.name(),
                     clamp(r.up),
-                    clamp(r.down)
+                    clamp(r.down),
+                    clamp(r.waived_up),
+                    clamp(r.waived_down)
                 ])?;
             }
         }
@@ -121,7 +134,8 @@ impl Usage {
         let mut st = self
             .conn
             .prepare(
-                "SELECT subscriber, period, link, up_bytes, down_bytes FROM usage
+                "SELECT subscriber, period, link, up_bytes, down_bytes,
+                        waived_up_bytes, waived_down_bytes FROM usage
                  WHERE ?1 IS NULL OR subscriber = ?1
                  ORDER BY period DESC, subscriber, link",
             )
@@ -134,6 +148,8 @@ impl Usage {
                     link: r.get(2)?,
                     up_bytes: r.get::<_, i64>(3)?.max(0).unsigned_abs(),
                     down_bytes: r.get::<_, i64>(4)?.max(0).unsigned_abs(),
+                    waived_up_bytes: r.get::<_, i64>(5)?.max(0).unsigned_abs(),
+                    waived_down_bytes: r.get::<_, i64>(6)?.max(0).unsigned_abs(),
                 })
             })
             .map_err(|e| self.err(e))?
@@ -153,6 +169,8 @@ mod tests {
             link,
             up,
             down,
+            waived_up: 0,
+            waived_down: 0,
         }
     }
 
@@ -177,5 +195,18 @@ mod tests {
         assert_eq!((lte.up_bytes, lte.down_bytes), (20, 2_000));
         assert_eq!(lte.period.len(), 7, "{}", lte.period);
         assert_eq!(u.read(None).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn waived_bytes_are_kept_apart_from_the_billed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = Usage::open(&dir.path().join("u.db")).unwrap();
+        let mut r = rec("home-1", Link::Lte, 10, 100);
+        u.add(std::slice::from_ref(&r)).unwrap();
+        (r.up, r.down, r.waived_up, r.waived_down) = (0, 0, 7, 70);
+        u.add(&[r.clone(), r]).unwrap();
+        let row = &u.read(Some("home-1")).unwrap()[0];
+        assert_eq!((row.up_bytes, row.down_bytes), (10, 100));
+        assert_eq!((row.waived_up_bytes, row.waived_down_bytes), (14, 140));
     }
 }

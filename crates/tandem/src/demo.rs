@@ -170,6 +170,7 @@ pub(crate) fn run(profile: &str, name: &str, seconds: u64) -> Result<()> {
         shield: false,
         exe: std::env::current_exe()?,
         street: lab::street::Street::default(),
+        mobile_budget: None,
     })?;
     let _guard = LabGuard(name.to_string());
     let size = |kbit: u64| kbit * 1000 / 8 * seconds;

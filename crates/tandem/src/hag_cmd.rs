@@ -214,13 +214,25 @@ pub(crate) fn run(cmd: HagCmd) -> Result<()> {
                 })?;
                 let rows = Usage::open(&path)?.read(name.as_deref())?;
                 println!(
-                    "{:<24} {:<8} {:<6} {:>16} {:>16}",
-                    "subscriber", "month", "link", "up bytes", "down bytes"
+                    "{:<24} {:<8} {:<6} {:>16} {:>16} {:>16} {:>16}",
+                    "subscriber",
+                    "month",
+                    "link",
+                    "up bytes",
+                    "down bytes",
+                    "waived up",
+                    "waived down"
                 );
                 for r in rows {
                     println!(
-                        "{:<24} {:<8} {:<6} {:>16} {:>16}",
-                        r.subscriber, r.period, r.link, r.up_bytes, r.down_bytes
+                        "{:<24} {:<8} {:<6} {:>16} {:>16} {:>16} {:>16}",
+                        r.subscriber,
+                        r.period,
+                        r.link,
+                        r.up_bytes,
+                        r.down_bytes,
+                        r.waived_up_bytes,
+                        r.waived_down_bytes
                     );
                 }
             }

@@ -163,6 +163,9 @@ enum LabCmd {
         /// Cells the homes' mobile links run through (in blocks).
         #[arg(long, default_value_t = 1)]
         cells: u32,
+        /// Give each CPE a monthly mobile data budget of this many bytes.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        mobile_budget: Option<u64>,
     },
     /// Injects, clears or lists faults in the street (the modems' readings
     /// and the real data path change within a second).
@@ -419,6 +422,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
             homes,
             cabinets,
             cells,
+            mobile_budget,
         } => {
             let street = lab::street::Street {
                 homes,
@@ -443,6 +447,7 @@ fn lab_cmd(cmd: LabCmd) -> Result<()> {
                 shield: !no_shield,
                 exe: std::env::current_exe().context("locating the tandem executable")?,
                 street,
+                mobile_budget,
             };
             lab::up(&opts)?;
             print!("{}", lab::status(&name)?);

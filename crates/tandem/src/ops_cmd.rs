@@ -65,6 +65,31 @@ pub(crate) enum OpsCmd {
     },
     /// The diagnosis benchmark: Tandem and the DLM-rule baseline on a
     /// simulated fleet's fault campaign; writes a Markdown table and JSON.
+    /// The real-lab campaign (root): a street of six homes, two cabinets,
+    /// two cells; faults of every class injected in rounds; ops' answers
+    /// judged at the ticket time. Writes results-lab.md and
+    /// results-lab.json.
+    BenchLab {
+        /// The campaign's seed.
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+        /// Faults of each of the 12 fast kinds.
+        #[arg(long, default_value_t = 3)]
+        per_kind: u32,
+        /// Seconds from a fault's onset to its ticket.
+        #[arg(long, default_value_t = 45.0)]
+        ticket_s: f64,
+        /// Also water ingress and reboot loops (tickets 10 min after onset;
+        /// a much longer run).
+        #[arg(long)]
+        slow: bool,
+        /// The lab's name.
+        #[arg(long, default_value = "opslab")]
+        name: String,
+        /// Where to write the results.
+        #[arg(long, default_value = "bench/ops")]
+        out: PathBuf,
+    },
     Bench {
         /// development, held-out, or both.
         #[arg(long, default_value = "both")]
@@ -201,6 +226,14 @@ pub(crate) fn run(cmd: OpsCmd) -> Result<()> {
             faults,
             out,
         } => bench(&campaign, homes, faults, &out),
+        OpsCmd::BenchLab {
+            seed,
+            per_kind,
+            ticket_s,
+            slow,
+            name,
+            out,
+        } => bench_lab(seed, per_kind, ticket_s, slow, name, &out),
     }
 }
 
@@ -308,6 +341,56 @@ fn bench(campaign: &str, homes: Option<u32>, faults: Option<u32>, out: &PathBuf)
     std::fs::write(&js, serde_json::to_vec_pretty(&evals)?)
         .with_context(|| js.display().to_string())?;
     println!("{}", md.display());
+    Ok(())
+}
+
+fn bench_lab(
+    seed: u64,
+    per_kind: u32,
+    ticket_s: f64,
+    slow: bool,
+    name: String,
+    out: &PathBuf,
+) -> Result<()> {
+    if !(1..=20).contains(&per_kind) {
+        bail!("--per-kind must be 1 to 20");
+    }
+    if !(ticket_s.is_finite() && (10.0..=600.0).contains(&ticket_s)) {
+        bail!("--ticket-s must be 10 to 600");
+    }
+    if name.is_empty() || name.len() > 8 || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        bail!("--name: 1 to 8 letters or digits");
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let lab_name = name.clone();
+    crate::clean_up_on_signal(move || {
+        let _ = lab::fault::clear(&lab_name, None);
+        if let Err(e) = lab::down(&lab_name) {
+            eprintln!("tearing the lab down: {e}");
+        }
+    });
+    let spec = bench::opslab::LabSpec {
+        name,
+        exe: std::env::current_exe().context("locating the tandem executable")?,
+        seed,
+        per_kind,
+        ticket_s,
+        slow,
+    };
+    let ev =
+        bench::opslab::run(&spec, &mut |m| eprintln!("{m}")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut command =
+        format!("tandem ops bench-lab --seed {seed} --per-kind {per_kind} --ticket-s {ticket_s}");
+    if slow {
+        command.push_str(" --slow");
+    }
+    let md = bench::opslab::markdown(&ev, &command);
+    std::fs::write(out.join("results-lab.md"), &md)?;
+    std::fs::write(
+        out.join("results-lab.json"),
+        serde_json::to_string_pretty(&ev)?,
+    )?;
+    print!("{md}");
     Ok(())
 }
 

@@ -26,8 +26,10 @@ use hybrid::Link;
 use serde::{Deserialize, Serialize};
 
 pub mod hag;
+pub mod policy;
 
 pub use hag::HagReport;
+pub use policy::{HagPolicy, Policy};
 
 /// The schema version this crate writes and reads.
 pub const SCHEMA: u32 = 1;

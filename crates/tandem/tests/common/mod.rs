@@ -51,21 +51,27 @@ impl Lab {
     /// `GET path` on ops' API (in the `net` node) as the lab's operator,
     /// answered 200 with JSON.
     pub fn ops_api(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.ops_call("GET", path, None);
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
+    /// `method path` with `body` on ops' API as the lab's operator: the
+    /// status and the body.
+    pub fn ops_call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let token =
             std::fs::read_to_string(lab::topology::operator_token_path(&self.name)).unwrap();
         let ops = std::net::SocketAddr::from((lab::topology::addr::OPS, lab::topology::OPS_PORT));
-        let (code, body) = lab::netns::http_request(
+        lab::netns::http_request(
             &self.ns("net"),
             ops,
-            "GET",
+            method,
             path,
             Some(token.trim()),
-            None,
+            body,
             Duration::from_secs(5),
         )
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-        assert_eq!(code, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub fn ns(&self, node: &str) -> String {
@@ -346,9 +352,10 @@ pub fn expected(len: u64) -> String {
 
 /// The admin listener of the HAG (`hag`) or the CPE (any other node).
 pub fn admin_addr(node: &str) -> std::net::SocketAddr {
-    if node == "hag" {
-        lab::topology::HAG_ADMIN
-    } else {
-        lab::topology::CPE_ADMIN
+    match node {
+        "hag" => lab::topology::HAG_ADMIN,
+        // Ops runs there.
+        "net" => lab::topology::OPS_ADMIN,
+        _ => lab::topology::CPE_ADMIN,
     }
 }
