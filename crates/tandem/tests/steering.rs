@@ -447,7 +447,8 @@ fn hag_usage(lab: &Lab, link: &str) -> u64 {
     out.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            if f.len() != 5 || f[2] != link {
+            // subscriber, month, link, up, down, waived up, waived down
+            if f.len() != 7 || f[2] != link {
                 return None;
             }
             Some(f[3].parse::<u64>().ok()? + f[4].parse::<u64>().ok()?)
