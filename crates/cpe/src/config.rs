@@ -138,10 +138,10 @@ struct RawTelemetry {
 }
 
 fn default_report_period() -> u64 {
-    10
+    ops_client::DEFAULT_PERIOD_S
 }
 fn default_report_timeout() -> u64 {
-    3_000
+    ops_client::DEFAULT_TIMEOUT_MS
 }
 fn default_queue_reports() -> usize {
     360

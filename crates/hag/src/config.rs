@@ -101,10 +101,10 @@ struct RawTelemetry {
 }
 
 fn default_hag_period() -> u64 {
-    10
+    ops_client::DEFAULT_PERIOD_S
 }
 fn default_hag_timeout() -> u64 {
-    3_000
+    ops_client::DEFAULT_TIMEOUT_MS
 }
 
 #[derive(Debug, Deserialize)]

@@ -206,6 +206,12 @@ pub async fn post_report(
     .await
 }
 
+/// The default reporting period of a CPE or a HAG, seconds.
+pub const DEFAULT_PERIOD_S: u64 = 10;
+
+/// The default time one delivery may take, milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
+
 /// The parts of a sender's `[telemetry]` that the CPE and the HAG share,
 /// as written in their configuration.
 #[derive(Clone, Copy, Debug)]
