@@ -17,7 +17,11 @@
 //! daemon), [`Admin`] (the routes), [`Admin::serve`] (on the bounded
 //! accept loop, [`serve_bounded`], which other HTTP endpoints use too) and
 //! [`Admin::spawn`] (the same on a task, stopped with [`Running::stop`]).
+//! [`tls`] loads a certificate and key for [`serve_bounded_tls`], the same
+//! loop with TLS first (the handshake within the header timeout).
 #![forbid(unsafe_code)]
+
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -217,6 +221,30 @@ pub async fn serve_bounded(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    accept_loop(router, listener, None, limits, shutdown).await;
+}
+
+/// As [`serve_bounded`], with TLS first on every connection: a client
+/// must finish its handshake and send its request headers within the
+/// header timeout (both count against it), so a slow handshake holds a
+/// connection slot no longer than a slow request would.
+pub async fn serve_bounded_tls(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    accept_loop(router, listener, Some(acceptor), limits, shutdown).await;
+}
+
+async fn accept_loop(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -240,14 +268,34 @@ pub async fn serve_bounded(
             continue;
         };
         let svc = TowerToHyperService::new(router.clone());
+        let tls = tls.clone();
         conns.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            // Errors here are the client's (reset, malformed request,
-            // timeout); the connection is simply gone.
-            let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout);
+                b
+            };
+            // Errors here are the client's (reset, malformed request or
+            // handshake, timeout); the connection is simply gone.
+            match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
+                }
+                Some(acceptor) => {
+                    let started = Instant::now();
+                    let Ok(Ok(s)) =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    else {
+                        drop(permit);
+                        return;
+                    };
+                    let lifetime = limits.connection_lifetime.saturating_sub(started.elapsed());
+                    let conn = builder.serve_connection(TokioIo::new(s), svc);
+                    let _ = tokio::time::timeout(lifetime, conn).await;
+                }
+            }
             drop(permit);
         });
     }

@@ -9,7 +9,10 @@
 //!   the body and answers `204` (the ceiling of HTTP on this machine with
 //!   this client);
 //! - `ops`: the real service (parse, verify, replay check, the engine,
-//!   the database writer, the scan every `scan_interval_s`).
+//!   the database writer, the scan every `scan_interval_s`);
+//! - `ops-tls`: the same with TLS on the API (a certificate from
+//!   `tandem ops tls-init`); each client task keeps its TLS sessions, as a
+//!   CPE does, so after its first handshake it resumes them.
 //!
 //! The figure that matters is the ops rate and its ratio to the ceiling;
 //! memory is reported as the process's resident size before and after,
@@ -45,7 +48,7 @@ pub struct IngestSpec {
 /// One server's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestRun {
-    /// `discard` or `ops`.
+    /// `discard`, `ops` or `ops-tls`.
     pub server: &'static str,
     /// Reports accepted (answered `2xx`: ops answers `200` with the signed policy, the discarding server `204`).
     pub accepted: u64,
@@ -86,6 +89,8 @@ pub struct Ingest {
     pub runs: Vec<IngestRun>,
     /// ops' rate over the ceiling's.
     pub ratio: f64,
+    /// ops' rate with TLS over its rate without.
+    pub tls_ratio: f64,
     /// The engine's history per home at most (its minute buckets), bytes.
     pub history_bytes_per_home: u64,
 }
@@ -200,6 +205,7 @@ async fn drive(
     keys: Arc<Vec<telemetry::Key>>,
     spec: IngestSpec,
     seq_base: u64,
+    tls: Option<&ops_client::Tls>,
 ) -> (Arc<Load>, Vec<f64>, f64) {
     let load = Arc::new(Load {
         accepted: AtomicU64::new(0),
@@ -213,6 +219,7 @@ async fn drive(
     for w in 0..spec.workers {
         let (load, keys, host) = (load.clone(), keys.clone(), host.clone());
         let workers = spec.workers;
+        let tls = tls.cloned();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut seq = seq_base;
@@ -228,6 +235,7 @@ async fn drive(
                 let r = match tokio::net::TcpStream::connect(addr).await {
                     Ok(s) => ops_client::post_report(
                         s,
+                        tls.as_ref(),
                         &host,
                         "/api/v1/reports",
                         &keys[home],
@@ -334,19 +342,38 @@ async fn discard_run(
         let _ = rx.await;
     }));
     let rss = rss_kib();
-    let (load, lat, secs) = drive(addr, keys, spec, 1).await;
+    let (load, lat, secs) = drive(addr, keys, spec, 1, None).await;
     let _ = tx.send(());
     let _ = server.await;
     Ok(figures("discard", &load, lat, secs, rss))
 }
 
+/// Ops in `dir` (its database and inventory there), with TLS when `tls`
+/// is given (the CA and ops' certificate of `tandem ops tls-init`).
 async fn ops_run(
     spec: IngestSpec,
     keys: Arc<Vec<telemetry::Key>>,
     dir: &std::path::Path,
+    tls: Option<&ops::tls::Files>,
 ) -> Result<IngestRun, IngestError> {
-    let text = "[api]\nlisten = \"127.0.0.1:0\"\nmax_connections = 4096\n[admin]\nlisten = \"127.0.0.2:0\"\n\
-                [data]\ndb = \"ops.db\"\ninventory = \"homes.csv\"\n";
+    let tls_lines = tls.map_or_else(String::new, |f| {
+        format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            f.cert.display(),
+            f.key.display()
+        )
+    });
+    let text = format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\nmax_connections = 4096\n{tls_lines}[admin]\nlisten = \"127.0.0.2:0\"\n\
+         [data]\ndb = \"ops.db\"\ninventory = \"homes.csv\"\n"
+    );
+    let client = match tls {
+        Some(f) => Some(
+            ops_client::Tls::load(&f.ca_cert, "127.0.0.1")
+                .map_err(|e| setup("the client's TLS")(e))?,
+        ),
+        None => None,
+    };
     let path = dir.join("ops.toml");
     std::fs::write(&path, text).map_err(|e| setup("writing ops.toml")(e.to_string()))?;
     let config = ops::config::Config::load(&path).map_err(|e| setup("ops.toml")(e.to_string()))?;
@@ -364,8 +391,9 @@ async fn ops_run(
         let _ = rx.await;
     }));
     let rss = rss_kib();
-    let (load, lat, secs) = drive(addr, keys, spec, 1).await;
-    let mut run = figures("ops", &load, lat, secs, rss);
+    let (load, lat, secs) = drive(addr, keys, spec, 1, client.as_ref()).await;
+    let name = if tls.is_some() { "ops-tls" } else { "ops" };
+    let mut run = figures(name, &load, lat, secs, rss);
     if let Ok(s) = tokio::net::TcpStream::connect(admin).await {
         if let Ok(a) = ops_client::request(
             s,
@@ -419,6 +447,14 @@ pub fn run(spec: IngestSpec, progress: &mut dyn FnMut(&str)) -> Result<Ingest, I
         .issue_tokens(ops::store::TokenKind::Cpe, &names, ops::service::now_ms())
         .map_err(|e| setup("issuing tokens")(e.to_string()))?;
     drop(store);
+    // The TLS run gets its own copy of the fresh database (the tokens).
+    let tls_dir = dir.path().join("tls-run");
+    std::fs::create_dir_all(&tls_dir)
+        .and_then(|()| std::fs::copy(dir.path().join("ops.db"), tls_dir.join("ops.db")))
+        .and_then(|_| std::fs::copy(dir.path().join("homes.csv"), tls_dir.join("homes.csv")))
+        .map_err(|e| setup("the TLS run's files")(e.to_string()))?;
+    let pki = ops::tls::init(&dir.path().join("pki"), &["127.0.0.1".into()], 2)
+        .map_err(|e| setup("ops' certificate")(e))?;
     let keys = Arc::new(
         tokens
             .iter()
@@ -444,19 +480,24 @@ pub fn run(spec: IngestSpec, progress: &mut dyn FnMut(&str)) -> Result<Ingest, I
         "ops: {} workers for {} s",
         spec.workers, spec.seconds
     ));
-    let ops = rt.block_on(ops_run(spec, keys, dir.path()))?;
+    let ops = rt.block_on(ops_run(spec, keys.clone(), dir.path(), None))?;
     progress(&format!("  {:.0} reports/s", ops.per_second));
-    let ratio = if discard.per_second > 0.0 {
-        ops.per_second / discard.per_second
-    } else {
-        0.0
-    };
+    progress(&format!(
+        "ops with TLS: {} workers for {} s",
+        spec.workers, spec.seconds
+    ));
+    let tls = rt.block_on(ops_run(spec, keys, &tls_dir, Some(&pki)))?;
+    progress(&format!("  {:.0} reports/s", tls.per_second));
+    let over = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let ratio = over(ops.per_second, discard.per_second);
+    let tls_ratio = over(tls.per_second, ops.per_second);
     Ok(Ingest {
         spec,
         report_bytes,
         ratio,
+        tls_ratio,
         history_bytes_per_home: ops::history::Home::max_bytes() as u64,
-        runs: vec![discard, ops],
+        runs: vec![discard, ops, tls],
     })
 }
 
@@ -474,7 +515,7 @@ pub fn markdown(r: &Ingest, command: &str) -> String {
     ));
     s.push_str("| server | reports/s | accepted | failed | latency p50 / p99 | RSS before → after | stored | dropped by the writer | last scan of every home | database |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for x in &r.runs {
-        let ops = x.server == "ops";
+        let ops = x.server.starts_with("ops");
         s.push_str(&format!(
             "| {} | {:.0} | {} | {} | {:.1} / {:.1} ms | {} → {} MiB | {} | {} | {} | {} |\n",
             x.server,
@@ -510,6 +551,10 @@ pub fn markdown(r: &Ingest, command: &str) -> String {
     s.push_str(&format!(
         "\nops takes **{:.2}×** the rate of a server that discards the reports (target: 5,000 reports/s, a fleet of 50,000 homes at one report per 10 s).\n\n",
         r.ratio
+    ));
+    s.push_str(&format!(
+        "With TLS on the API (each client resuming its session after the first handshake, as a CPE does), ops takes **{:.2}×** its rate without.\n\n",
+        r.tls_ratio
     ));
     s.push_str(&format!(
         "Memory is bounded by design: the engine keeps at most {} bytes of history per home ({:.0} MB for 50,000 homes), the replay check 8 boots per CPE, the writer's queue 100,000 reports (past it reports are counted and not stored, never refused); the database holds the raw reports for `retention_hours`.\n",

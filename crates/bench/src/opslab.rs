@@ -14,7 +14,10 @@
 //! from `GET /api/v1/homes/{subscriber}`). It records when Tandem was first
 //! right (location and whom to send), when a cabinet fault's homes were in
 //! one incident, and every unaffected home that was not healthy meanwhile
-//! (a false alarm). Then it clears the faults.
+//! (a false alarm). Then it clears the faults and resolves their incidents
+//! with the true place as the finding, as the technician (or the NOC)
+//! would: ops judges a repaired line from its repair on, so one round's
+//! errors are not the next round's evidence.
 //!
 //! Kinds whose real-time course takes minutes (water ingress over 20 to 80
 //! minutes, a reboot loop's first restart after 2 to 5) are in the campaign
@@ -347,27 +350,58 @@ struct Seen {
 }
 
 struct Api {
-    ns: String,
-    token: String,
+    name: String,
 }
 
 impl Api {
-    fn get(&self, path: &str) -> Result<serde_json::Value, String> {
-        let ops = std::net::SocketAddr::from((lab::topology::addr::OPS, lab::topology::OPS_PORT));
-        let (code, body) = lab::netns::http_request(
-            &self.ns,
-            ops,
-            "GET",
-            path,
-            Some(&self.token),
-            None,
-            Duration::from_secs(5),
-        )
-        .map_err(|e| format!("{path}: {e}"))?;
+    fn call(&self, method: &str, path: &str, json: Option<&str>) -> Result<String, String> {
+        let (code, body) = lab::topology::ops_call(&self.name, method, path, json)
+            .map_err(|e| format!("{method} {path}: {e}"))?;
         if code != 200 {
-            return Err(format!("{path}: {code} {body}"));
+            return Err(format!("{method} {path}: {code} {body}"));
         }
+        Ok(body)
+    }
+
+    fn get(&self, path: &str) -> Result<serde_json::Value, String> {
+        let body = self.call("GET", path, None)?;
         serde_json::from_str(&body).map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Resolves every active incident on one of `homes`, as the technician
+    /// (or the NOC) would once it is mended, with the fault's true place as
+    /// the finding: ops then judges those lines from the repair on.
+    fn resolve(&self, homes: &[u32], finding: &dyn Fn(u32) -> Location) -> Result<(), String> {
+        for state in ["open", "dispatched"] {
+            let v = self.get(&format!("/api/v1/incidents?state={state}&limit=200"))?;
+            for inc in v.as_array().into_iter().flatten() {
+                let on: Vec<u32> = inc["homes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h.as_str())
+                    .filter_map(|h| {
+                        homes
+                            .iter()
+                            .copied()
+                            .find(|&i| lab::street::subscriber(i) == h)
+                    })
+                    .collect();
+                let (Some(&first), Some(id)) = (on.first(), inc["id"].as_i64()) else {
+                    continue;
+                };
+                let body = serde_json::json!({
+                    "finding": finding(first).name(),
+                    "note": "bench-lab: fault cleared",
+                });
+                self.call(
+                    "POST",
+                    &format!("/api/v1/incidents/{id}/resolve"),
+                    Some(&body.to_string()),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     fn home(&self, i: u32) -> Result<Seen, String> {
@@ -467,11 +501,8 @@ fn campaign(
     wall: Instant,
     progress: &mut dyn FnMut(&str),
 ) -> Result<LabEvaluation, String> {
-    let token = std::fs::read_to_string(lab::topology::operator_token_path(&spec.name))
-        .map_err(|e| format!("operator token: {e}"))?;
     let api = Api {
-        ns: format!("{}-net", spec.name),
-        token: token.trim().to_owned(),
+        name: spec.name.clone(),
     };
     let healthy = |api: &Api| -> bool {
         (1..=STREET.homes).all(|i| api.home(i).is_ok_and(|s| s.location == Location::None))
@@ -595,6 +626,13 @@ fn campaign(
             ev.tickets.push(t);
         }
         lab::fault::clear(&spec.name, None).map_err(|e| format!("clear: {e}"))?;
+        let truth = |h: u32| {
+            round
+                .iter()
+                .find(|p| homes_of(&p.target).contains(&h))
+                .map_or(Location::None, |p| p.kind.location())
+        };
+        api.resolve(&affected, &truth)?;
         ev.rounds += 1;
     }
     let n = ev.tickets.len().max(1) as f64;

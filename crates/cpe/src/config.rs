@@ -121,6 +121,10 @@ struct RawTelemetry {
     ops: SocketAddr,
     #[serde(default)]
     host: Option<String>,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    ca: Option<std::path::PathBuf>,
     subscriber: String,
     token: String,
     #[serde(default = "default_report_period")]
@@ -306,6 +310,8 @@ pub struct Telemetry {
     pub ops: SocketAddr,
     /// The `Host` header (default: the address).
     pub host: String,
+    /// TLS to ops (`tls = true`, `ca`), when configured.
+    pub tls: Option<ops_client::Tls>,
     /// The subscriber this CPE serves, as ops' inventory names it.
     pub subscriber: String,
     /// The CPE's token (`tandem ops token issue --kind cpe`): reports are
@@ -585,9 +591,11 @@ fn telemetry(t: &Text<'_>, raw: Option<&RawTelemetry>) -> Result<Option<Telemetr
     };
     telemetry::check_name("subscriber", &r.subscriber)
         .map_err(|e| t.invalid("telemetry.subscriber", e.to_string()))?;
-    let (host, period, timeout) = ops_client::check_endpoint(&ops_client::EndpointSpec {
+    let endpoint = ops_client::check_endpoint(&ops_client::EndpointSpec {
         ops: r.ops,
         host: r.host.as_deref(),
+        tls: r.tls,
+        ca: r.ca.as_deref(),
         token: &r.token,
         period_s: r.period_s,
         timeout_ms: r.timeout_ms,
@@ -616,11 +624,12 @@ fn telemetry(t: &Text<'_>, raw: Option<&RawTelemetry>) -> Result<Option<Telemetr
     };
     Ok(Some(Telemetry {
         ops: r.ops,
-        host,
+        host: endpoint.host,
+        tls: endpoint.tls,
         subscriber: r.subscriber.clone(),
         token: r.token.clone(),
-        period,
-        timeout,
+        period: endpoint.period,
+        timeout: endpoint.timeout,
         queue_reports: r.queue_reports,
         queue_bytes: r.queue_bytes,
         dsl: source("telemetry.dsl", &r.dsl)?,

@@ -67,6 +67,9 @@ struct Reporter {
     synced: bool,
     lan_carrier: Option<bool>,
     last_error: [Option<String>; 2],
+    /// The last TLS failure with ops, said once (a wrong CA or name is a
+    /// configuration to mend, not a link that is down).
+    tls_failure: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -136,6 +139,7 @@ impl Reporter {
             synced: false,
             lan_carrier: carrier(&c.lan_interface),
             last_error: [None, None],
+            tls_failure: None,
             t,
         }
     }
@@ -310,7 +314,7 @@ impl Reporter {
 
     /// Delivers `body` over the active link, then the other one; `None`:
     /// ops could not be reached over either.
-    async fn deliver(&self, body: &Bytes) -> Option<(Outcome, String)> {
+    async fn deliver(&mut self, body: &Bytes) -> Option<(Outcome, String)> {
         let first = self.state.active_link();
         let mut failures = Vec::new();
         for link in [first, first.other()] {
@@ -331,6 +335,7 @@ impl Reporter {
             };
             match ops_client::post_report(
                 stream,
+                self.t.tls.as_ref(),
                 &self.t.host,
                 "/api/v1/reports",
                 &self.key,
@@ -343,7 +348,18 @@ impl Reporter {
                     if a.status.is_success() {
                         self.take_policy(&a);
                     }
+                    if self.tls_failure.take().is_some() {
+                        info!("TLS with ops works again");
+                    }
                     return Some((Outcome::of(a.status), format!("{} {}", a.status, a.text())));
+                }
+                Err(e @ ops_client::Error::Tls(_)) => {
+                    let why = e.to_string();
+                    if self.tls_failure.as_deref() != Some(why.as_str()) {
+                        warn!("ops not reached over {link}: {why}; check [telemetry] tls, ca and host");
+                        self.tls_failure = Some(why);
+                    }
+                    failures.push(format!("{link}: {e}"));
                 }
                 Err(e) => failures.push(format!("{link}: {e}")),
             }

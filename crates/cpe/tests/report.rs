@@ -27,6 +27,11 @@ struct Ops {
 }
 
 fn ops_files(dir: &Path, port: u16) -> (String, String) {
+    ops_files_with(dir, port, "")
+}
+
+/// As [`ops_files`], with `api` lines added under `[api]`.
+fn ops_files_with(dir: &Path, port: u16, api: &str) -> (String, String) {
     std::fs::write(
         dir.join("homes.csv"),
         "subscriber,cabinet,card,cell\nh0,cab0,0,c1\n",
@@ -35,7 +40,7 @@ fn ops_files(dir: &Path, port: u16) -> (String, String) {
     std::fs::write(
         dir.join("ops.toml"),
         format!(
-            "[api]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.2:0\"\n\
+            "[api]\nlisten = \"127.0.0.1:{port}\"\n{api}[admin]\nlisten = \"127.0.0.2:0\"\n\
              [data]\ndb = \"ops.db\"\ninventory = \"homes.csv\"\n\
              [engine]\nreport_period_s = 1\nscan_interval_s = 1\n"
         ),
@@ -143,6 +148,11 @@ struct Cpe {
 }
 
 async fn cpe(dir: &Path, ops: SocketAddr, token: &str, period_s: u64) -> Cpe {
+    cpe_with(dir, ops, token, period_s, "").await
+}
+
+/// As [`cpe`], with `telemetry` lines added under `[telemetry]`.
+async fn cpe_with(dir: &Path, ops: SocketAddr, token: &str, period_s: u64, telemetry: &str) -> Cpe {
     let dsl = dir.join("dsl.json");
     let lte = dir.join("lte.json");
     std::fs::write(&dsl, modem::ubus::render(&showtime(112, 3_600))).unwrap();
@@ -180,6 +190,7 @@ period_s = {period_s}
 timeout_ms = 1000
 dsl = "file:{}"
 mobile = "file:{}"
+{telemetry}
 "#,
         dsl.display(),
         lte.display()
@@ -400,4 +411,83 @@ async fn a_dying_gasp_goes_out_at_once_on_sigpwr() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     drop(cpe);
     ops.stop().await;
+}
+
+#[tokio::test]
+async fn reports_go_over_tls_to_the_ops_the_ca_vouches_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = ops::tls::init(&dir.path().join("tls"), &["127.0.0.1".into()], 30).unwrap();
+    let (token, operator) = ops_files_with(
+        dir.path(),
+        free_port(),
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    );
+    let config = ops::config::Config::load(&dir.path().join("ops.toml")).unwrap();
+    let server = ops::service::Server::bind(config).await.unwrap();
+    let api = server.api_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async move {
+        let _ = rx.await;
+    }));
+    let good = cpe_with(
+        dir.path(),
+        api,
+        &token,
+        1,
+        &format!("tls = true\nca = \"{}\"", pki.ca_cert.display()),
+    )
+    .await;
+    // A CPE trusting another CA never hands its reports over.
+    let other = ops::tls::init(&dir.path().join("other"), &["127.0.0.1".into()], 30).unwrap();
+    let fooled = cpe_with(
+        dir.path(),
+        api,
+        &token,
+        1,
+        &format!("tls = true\nca = \"{}\"", other.ca_cert.display()),
+    )
+    .await;
+    until(
+        "reports delivered over TLS",
+        Duration::from_secs(10),
+        async || {
+            value(
+                &good.metrics,
+                "tandem_cpe_reports_total{result=\"delivered\"}",
+            ) >= 3.0
+        },
+    )
+    .await;
+    assert_eq!(
+        value(
+            &fooled.metrics,
+            "tandem_cpe_reports_total{result=\"delivered\"}"
+        ),
+        0.0
+    );
+    assert!(value(&fooled.metrics, "tandem_cpe_report_queue") >= 1.0);
+    // The operator reads what arrived, over TLS too.
+    let tls = ops_client::Tls::load(&pki.ca_cert, "127.0.0.1").unwrap();
+    let stream = tokio::net::TcpStream::connect(api).await.unwrap();
+    let a = ops_client::request_over(
+        stream,
+        Some(&tls),
+        &api.to_string(),
+        Method::GET,
+        "/api/v1/homes/h0",
+        Auth::Bearer(&operator),
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let home: Value = serde_json::from_slice(&a.body).unwrap();
+    assert_eq!(home["last"]["ds_margin"], 11.2, "{home}");
+    drop((good, fooled));
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
 }

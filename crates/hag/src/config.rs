@@ -92,6 +92,10 @@ struct RawTelemetry {
     ops: SocketAddr,
     #[serde(default)]
     host: Option<String>,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    ca: Option<std::path::PathBuf>,
     name: String,
     token: String,
     #[serde(default = "default_hag_period")]
@@ -275,6 +279,8 @@ pub struct Telemetry {
     pub ops: SocketAddr,
     /// The `Host` header (default: the address).
     pub host: String,
+    /// TLS to ops (`tls = true`, `ca`), when configured.
+    pub tls: Option<ops_client::Tls>,
     /// This HAG's name, as its token was issued for
     /// (`tandem ops token issue --kind hag NAME`).
     pub name: String,
@@ -506,9 +512,11 @@ fn telemetry(t: &Text<'_>, raw: Option<&RawTelemetry>) -> Result<Option<Telemetr
     };
     telemetry::check_name("hag", &r.name)
         .map_err(|e| t.invalid("telemetry.name", e.to_string()))?;
-    let (host, period, timeout) = ops_client::check_endpoint(&ops_client::EndpointSpec {
+    let endpoint = ops_client::check_endpoint(&ops_client::EndpointSpec {
         ops: r.ops,
         host: r.host.as_deref(),
+        tls: r.tls,
+        ca: r.ca.as_deref(),
         token: &r.token,
         period_s: r.period_s,
         timeout_ms: r.timeout_ms,
@@ -517,11 +525,12 @@ fn telemetry(t: &Text<'_>, raw: Option<&RawTelemetry>) -> Result<Option<Telemetr
     .map_err(|(key, why)| t.invalid(&format!("telemetry.{key}"), why))?;
     Ok(Some(Telemetry {
         ops: r.ops,
-        host,
+        host: endpoint.host,
+        tls: endpoint.tls,
         name: r.name.clone(),
         token: r.token.clone(),
-        period,
-        timeout,
+        period: endpoint.period,
+        timeout: endpoint.timeout,
     }))
 }
 
@@ -620,6 +629,14 @@ mod tests {
             (
                 "[telemetry]\nops = \"0.0.0.0:9300\"\nname = \"hag-1\"\ntoken = \"0123456789abcdef\"\n",
                 "telemetry.ops",
+            ),
+            (
+                "[telemetry]\nops = \"10.67.0.9:9300\"\nname = \"hag-1\"\ntoken = \"0123456789abcdef\"\nca = \"/etc/ca.pem\"\n",
+                "telemetry.ca",
+            ),
+            (
+                "[telemetry]\nops = \"10.67.0.9:9300\"\nname = \"hag-1\"\ntoken = \"0123456789abcdef\"\ntls = true\nca = \"/nonexistent/ca.pem\"\n",
+                "telemetry.ca",
             ),
         ] {
             let e = Config::from_toml(&format!("{base}{extra}")).unwrap_err();

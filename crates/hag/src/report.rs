@@ -248,8 +248,16 @@ async fn deliver(
             return ("failed", None);
         }
     };
-    match ops_client::post_report(stream, &t.host, "/api/v1/hag-reports", key, body, t.timeout)
-        .await
+    match ops_client::post_report(
+        stream,
+        t.tls.as_ref(),
+        &t.host,
+        "/api/v1/hag-reports",
+        key,
+        body,
+        t.timeout,
+    )
+    .await
     {
         Ok(a) if a.status.is_success() => {
             if a.body.is_empty() {
@@ -274,6 +282,12 @@ async fn deliver(
         Ok(a) => {
             warn!(status = %a.status, "ops refused the HAG's report: {}", a.text());
             ("refused", None)
+        }
+        // A certificate that is not trusted or not for the name is a
+        // configuration to mend: said at every try, not only in debug.
+        Err(e @ ops_client::Error::Tls(_)) => {
+            warn!("posting to ops: {e}; check [telemetry] tls, ca and host");
+            ("failed", None)
         }
         Err(e) => {
             debug!("posting to ops: {e}");

@@ -276,6 +276,36 @@ pub fn http_request(
     json: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), LabError> {
+    request(ns, addr, None, method, path, bearer, json, timeout)
+}
+
+/// As [`http_request`], over TLS (ops' API in the lab: its certificate
+/// checked against the lab's CA).
+#[allow(clippy::too_many_arguments)]
+pub fn https_request(
+    ns: &str,
+    addr: SocketAddr,
+    tls: &ops_client::Tls,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), LabError> {
+    request(ns, addr, Some(tls), method, path, bearer, json, timeout)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn request(
+    ns: &str,
+    addr: SocketAddr,
+    tls: Option<&ops_client::Tls>,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), LabError> {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = bearer {
         req += &format!("Authorization: Bearer {t}\r\n");
@@ -289,16 +319,36 @@ pub fn http_request(
         }
         None => req += "\r\n",
     }
-    let what = format!("{method} http://{addr}{path} in {ns}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let what = format!("{method} {scheme}://{addr}{path} in {ns}");
     let w = what.clone();
+    let tls = tls.map(|t| (t.client_config(), t.server_name().clone()));
     let answer = run_in(ns, move || -> std::io::Result<String> {
         let mut s = TcpStream::connect_timeout(&addr, timeout)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
-        s.write_all(req.as_bytes())?;
         let mut out = Vec::new();
-        // An admin answer is small; stop reading at 1 MiB whatever comes.
-        s.take(1 << 20).read_to_end(&mut out)?;
+        match tls {
+            None => {
+                s.write_all(req.as_bytes())?;
+                // An admin answer is small; stop reading at 1 MiB whatever comes.
+                s.take(1 << 20).read_to_end(&mut out)?;
+            }
+            Some((config, name)) => {
+                let conn =
+                    rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+                let mut t = rustls::StreamOwned::new(conn, s);
+                t.write_all(req.as_bytes())?;
+                t.flush()?;
+                // Ops closes after the answer (`Connection: close`); a
+                // close without close_notify after the answer is its end.
+                match t.take(1 << 20).read_to_end(&mut out) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         Ok(String::from_utf8_lossy(&out).into_owned())
     })?
     .map_err(|e| LabError::Command {

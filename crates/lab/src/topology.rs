@@ -1091,19 +1091,41 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Ops' configuration in the lab: its database and inventory in the state
+/// Ops' configuration in the lab: TLS on its API (the certificate of the
+/// lab's own CA, [`tls_dir`]), its database and inventory in the state
 /// directory, CPEs reporting every 2 s (so a test sees a change within
 /// seconds) and every home diagnosed every second.
 pub fn ops_config(dir: &Path) -> String {
+    let tls = dir.join(TLS_DIR);
     format!(
         "# Written by `tandem lab up`.\n\
-         [api]\nlisten = \"{}:{OPS_PORT}\"\n\
+         [api]\nlisten = \"{}:{OPS_PORT}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
          [admin]\nlisten = \"{OPS_ADMIN}\"\n\
          [data]\ndb = \"{}\"\ninventory = \"{}\"\n\
          [engine]\nreport_period_s = {REPORT_PERIOD_S}\nhag_period_s = {REPORT_PERIOD_S}\nscan_interval_s = 1\n",
         addr::OPS,
+        tls.join("ops.pem").display(),
+        tls.join("ops.key").display(),
         dir.join("ops.db").display(),
         dir.join("homes.csv").display(),
+    )
+}
+
+/// Where in the state directory the lab keeps its CA and ops' certificate
+/// (`tandem ops tls-init`).
+const TLS_DIR: &str = "tls";
+
+/// The lab's CA certificate: what its CPEs and HAG (and `curl --cacert`)
+/// check ops' certificate against.
+pub fn ca_path(name: &str) -> PathBuf {
+    state_dir(name).join(TLS_DIR).join("ca.pem")
+}
+
+/// The `[telemetry]` lines that make a sender speak TLS to the lab's ops.
+fn telemetry_tls(dir: &Path) -> String {
+    format!(
+        "tls = true\nca = \"{}\"\n",
+        dir.join(TLS_DIR).join("ca.pem").display()
     )
 }
 
@@ -1116,6 +1138,30 @@ pub const HAG_NAME: &str = "hag-1";
 /// Where the lab keeps the operator's token for ops' API.
 pub fn operator_token_path(name: &str) -> PathBuf {
     state_dir(name).join("ops-operator.token")
+}
+
+/// An operator's call on ops' API in lab `name` (from the core node, with
+/// the lab's operator token): the status and the body.
+pub fn ops_call(
+    name: &str,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> Result<(u16, String), LabError> {
+    let token = std::fs::read_to_string(operator_token_path(name))
+        .map_err(|_| LabError::NotUp(name.to_string()))?;
+    let tls = ops_client::Tls::load(&ca_path(name), &addr::OPS.to_string())
+        .map_err(|e| LabError::State(format!("the lab's CA: {e}")))?;
+    netns::https_request(
+        &format!("{name}-net"),
+        SocketAddr::from((addr::OPS, OPS_PORT)),
+        &tls,
+        method,
+        path,
+        Some(token.trim()),
+        json,
+        Duration::from_secs(5),
+    )
 }
 
 /// The operator's inventory of the street: each home's cabinet, line card
@@ -1146,6 +1192,20 @@ fn start_ops(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     let ops_cfg = dir.join("ops.toml");
     std::fs::write(&ops_cfg, ops_config(&dir)).map_err(LabError::Io)?;
     let ops_s = ops_cfg.display().to_string();
+    // The lab's CA and ops' certificate for its address.
+    cmd::run(
+        &exe,
+        &[
+            "ops",
+            "tls-init",
+            "--dir",
+            &dir.join(TLS_DIR).display().to_string(),
+            "--name",
+            &addr::OPS.to_string(),
+            "--days",
+            "30",
+        ],
+    )?;
     let issue = |kind: &str, who: &str| -> Result<String, LabError> {
         Ok(cmd::run(
             &exe,
@@ -1163,8 +1223,9 @@ fn start_ops(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
     let mut text = std::fs::read_to_string(&hag_cfg).map_err(LabError::Io)?;
     text.push_str(&format!(
         "\n[telemetry]\nops = \"{}:{OPS_PORT}\"\nname = \"{HAG_NAME}\"\ntoken = \"{hag_token}\"\n\
-         period_s = {REPORT_PERIOD_S}\ntimeout_ms = 1500\n",
+         period_s = {REPORT_PERIOD_S}\ntimeout_ms = 1500\n{}",
         addr::OPS,
+        telemetry_tls(&dir),
     ));
     std::fs::write(&hag_cfg, text).map_err(LabError::Io)?;
     for i in st.street.homes() {
@@ -1195,10 +1256,11 @@ fn start_ops(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         text.push_str(&format!(
             "\n[telemetry]\nops = \"{}:{OPS_PORT}\"\nsubscriber = \"{sub}\"\n\
              token = \"{cpe_token}\"\nperiod_s = {REPORT_PERIOD_S}\ntimeout_ms = 1500\n\
-             dsl = \"file:{}\"\nmobile = \"file:{}\"\n",
+             dsl = \"file:{}\"\nmobile = \"file:{}\"\n{}",
             addr::OPS,
             crate::modem::dsl_path(&dir, i).display(),
             crate::modem::lte_path(&dir, i).display(),
+            telemetry_tls(&dir),
         ));
         std::fs::write(&cpe_cfg, text).map_err(LabError::Io)?;
     }
@@ -1511,11 +1573,12 @@ pub fn status(name: &str) -> Result<String, LabError> {
         out += &format!("  {role}: pid {pid} {alive}\n");
     }
     out += &format!(
-        "  namespaces: {}\n  origin http://{}:{ORIGIN_PORT}/  hag {}:{HAG_PORT}  ops http://{}:{OPS_PORT}/api/v1/ (operator token in {})\n",
+        "  namespaces: {}\n  origin http://{}:{ORIGIN_PORT}/  hag {}:{HAG_PORT}  ops https://{}:{OPS_PORT}/api/v1/ (CA {}, operator token in {})\n",
         existing_namespaces(name).join(" "),
         addr::ORIGIN,
         addr::HAG_SERVICE,
         addr::OPS,
+        ca_path(name).display(),
         operator_token_path(name).display(),
     );
     Ok(out)

@@ -7,6 +7,11 @@
 //! `X-Tandem-Signature` header, an operator's request carries
 //! `Authorization: Bearer`.
 //!
+//! With `tls = true` in a sender's `[telemetry]` the connection is TLS
+//! ([`Tls`]: rustls, ops' certificate checked against a CA file and the
+//! name in `host`) before HTTP starts; the signature and policy are the
+//! same either way.
+//!
 //! [`Queue`] keeps what could not be sent yet, bounded in count and bytes,
 //! dropping the oldest first and counting what it dropped; [`Outcome`]
 //! says what to do with a report after an answer (sent, keep it for later,
@@ -14,6 +19,8 @@
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +29,9 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::Request;
 pub use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Answers larger than this are cut off (ops' answers are small JSON).
@@ -45,6 +55,93 @@ pub enum Error {
     /// The answer's body was too large or broken.
     #[error("reading the answer: {0}")]
     Body(String),
+    /// The TLS handshake failed (ops' certificate not trusted or not for
+    /// this name, or ops does not speak TLS).
+    #[error("TLS with ops: {0}")]
+    Tls(std::io::Error),
+}
+
+/// TLS to ops: the CA that signs ops' certificate, and the name that
+/// certificate must carry.
+#[derive(Clone)]
+pub struct Tls {
+    config: Arc<rustls::ClientConfig>,
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+    /// What it was made of, to compare two configurations.
+    ca: PathBuf,
+    ca_pem: Arc<[u8]>,
+}
+
+impl PartialEq for Tls {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.ca == other.ca && self.ca_pem == other.ca_pem
+    }
+}
+
+impl Eq for Tls {}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("name", &self.name)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where Debian (and OpenWrt's `ca-bundle`) keep the system's CA bundle.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl Tls {
+    /// Trusts the certificates of the PEM file `ca` (read now) for ops'
+    /// certificate, which must be for `name` (a DNS name or an IP address,
+    /// without a port).
+    pub fn load(ca: &Path, name: &str) -> Result<Self, String> {
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        Self::from_pem(ca, &pem, name)
+    }
+
+    /// As [`Tls::load`], from the file's contents.
+    pub fn from_pem(ca: &Path, pem: &[u8], name: &str) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let mut n = 0usize;
+        for c in CertificateDer::pem_slice_iter(pem) {
+            let c = c.map_err(|e| format!("{}: not PEM certificates: {e}", ca.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: a certificate is unusable: {e}", ca.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("{}: holds no PEM certificate", ca.display()));
+        }
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|_| format!("{name:?} is not a DNS name or an IP address"))?;
+        let config = rustls::ClientConfig::builder_with_provider(admin::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let config = Arc::new(config);
+        Ok(Self {
+            connector: tokio_rustls::TlsConnector::from(config.clone()),
+            config,
+            name,
+            ca: ca.to_owned(),
+            ca_pem: pem.into(),
+        })
+    }
+
+    /// The rustls client configuration (for a blocking client: the lab's).
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.clone()
+    }
+
+    /// The name ops' certificate must carry.
+    pub fn server_name(&self) -> &ServerName<'static> {
+        &self.name
+    }
 }
 
 /// How a request proves who sends it.
@@ -111,19 +208,51 @@ pub async fn request(
     body: Option<Bytes>,
     timeout: Duration,
 ) -> Result<Answer, Error> {
-    tokio::time::timeout(timeout, exchange(stream, host, method, path, auth, body))
-        .await
-        .map_err(|_| Error::Timeout(timeout))?
+    request_over(stream, None, host, method, path, auth, body, timeout).await
 }
 
-async fn exchange(
+/// As [`request`], over TLS first when `tls` is given (the handshake is
+/// within `timeout` too).
+#[allow(clippy::too_many_arguments)]
+pub async fn request_over(
     stream: TcpStream,
+    tls: Option<&Tls>,
     host: &str,
     method: Method,
     path: &str,
     auth: Auth<'_>,
     body: Option<Bytes>,
+    timeout: Duration,
 ) -> Result<Answer, Error> {
+    let go = async {
+        match tls {
+            None => exchange(stream, host, method, path, auth, body).await,
+            Some(t) => {
+                let s = t
+                    .connector
+                    .connect(t.name.clone(), stream)
+                    .await
+                    .map_err(Error::Tls)?;
+                exchange(s, host, method, path, auth, body).await
+            }
+        }
+    };
+    tokio::time::timeout(timeout, go)
+        .await
+        .map_err(|_| Error::Timeout(timeout))?
+}
+
+async fn exchange<S>(
+    stream: S,
+    host: &str,
+    method: Method,
+    path: &str,
+    auth: Auth<'_>,
+    body: Option<Bytes>,
+) -> Result<Answer, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(conn);
     let body = body.unwrap_or_default();
@@ -185,17 +314,19 @@ async fn exchange(
 }
 
 /// Posts a signed report (a CPE's to `/api/v1/reports`, a HAG's to
-/// `/api/v1/hag-reports`).
+/// `/api/v1/hag-reports`), over TLS when `tls` is given.
 pub async fn post_report(
     stream: TcpStream,
+    tls: Option<&Tls>,
     host: &str,
     path: &str,
     key: &telemetry::Key,
     body: Bytes,
     timeout: Duration,
 ) -> Result<Answer, Error> {
-    request(
+    request_over(
         stream,
+        tls,
         host,
         Method::POST,
         path,
@@ -218,7 +349,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
 pub struct EndpointSpec<'a> {
     /// Ops' API address.
     pub ops: std::net::SocketAddr,
-    /// The `Host` header, if not the address.
+    /// The `Host` header, if not the address (with TLS also the name ops'
+    /// certificate must carry, without a port).
     pub host: Option<&'a str>,
     /// The sender's token.
     pub token: &'a str,
@@ -226,15 +358,31 @@ pub struct EndpointSpec<'a> {
     pub period_s: u64,
     /// How long one delivery may take, milliseconds.
     pub timeout_ms: u64,
+    /// Whether to speak TLS to ops.
+    pub tls: bool,
+    /// The CA file ops' certificate is checked against (default: the
+    /// system's bundle, [`SYSTEM_CA_BUNDLE`]).
+    pub ca: Option<&'a Path>,
     /// The token's kind, for the message: `cpe` or `hag NAME`.
     pub kind: &'a str,
 }
 
-/// The spec checked: the `Host` header, the period and the timeout; or
-/// the key (under `[telemetry]`) that is wrong, and why.
-pub fn check_endpoint(
-    e: &EndpointSpec<'_>,
-) -> Result<(String, Duration, Duration), (&'static str, String)> {
+/// A sender's `[telemetry]` endpoint, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The `Host` header.
+    pub host: String,
+    /// The reporting period.
+    pub period: Duration,
+    /// How long one delivery may take.
+    pub timeout: Duration,
+    /// TLS, when configured (the CA file is read at check time).
+    pub tls: Option<Tls>,
+}
+
+/// The spec checked (the CA file read); or the key (under `[telemetry]`)
+/// that is wrong, and why.
+pub fn check_endpoint(e: &EndpointSpec<'_>) -> Result<Endpoint, (&'static str, String)> {
     if e.ops.port() == 0 || e.ops.ip().is_unspecified() {
         return Err(("ops", "must be ops' address and port".into()));
     }
@@ -258,11 +406,32 @@ pub fn check_endpoint(
     if !(100..=60_000).contains(&e.timeout_ms) {
         return Err(("timeout_ms", "must be 100..=60000".into()));
     }
-    Ok((
+    let tls = if e.tls {
+        // The certificate's name: `host` without a port, or ops' address.
+        let name = match e.host {
+            None => e.ops.ip().to_string(),
+            Some(h) => match h.parse::<std::net::SocketAddr>() {
+                Ok(a) => a.ip().to_string(),
+                Err(_) => h
+                    .rsplit_once(':')
+                    .filter(|(_, p)| p.parse::<u16>().is_ok() && !h.starts_with('['))
+                    .map_or(h, |(n, _)| n)
+                    .to_owned(),
+            },
+        };
+        let ca = e.ca.unwrap_or(Path::new(SYSTEM_CA_BUNDLE));
+        Some(Tls::load(ca, &name).map_err(|why| (if e.ca.is_some() { "ca" } else { "tls" }, why))?)
+    } else if e.ca.is_some() {
+        return Err(("ca", "is for TLS: set tls = true as well".into()));
+    } else {
+        None
+    };
+    Ok(Endpoint {
         host,
-        Duration::from_secs(e.period_s),
-        Duration::from_millis(e.timeout_ms),
-    ))
+        period: Duration::from_secs(e.period_s),
+        timeout: Duration::from_millis(e.timeout_ms),
+        tls,
+    })
 }
 
 /// What to do with a report after ops answered.

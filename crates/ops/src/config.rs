@@ -32,6 +32,8 @@ struct RawApi {
     header_timeout_ms: u64,
     #[serde(default = "default_max_skew_s")]
     max_clock_skew_s: u64,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +102,9 @@ pub struct Config {
     /// Reports made further than this from ops' clock are refused (a
     /// replayed old report, or a CPE whose clock is wrong).
     pub max_clock_skew: Duration,
+    /// TLS on the API: the certificate chain and its key (PEM files, read
+    /// when ops starts and by `check-config`).
+    pub tls: Option<ApiTls>,
     /// The admin listener (`/metrics`, `/live`, `/ready`, `/status`).
     pub admin_listen: SocketAddr,
     /// The SQLite database (tokens, telemetry history, incidents).
@@ -116,6 +121,22 @@ pub struct Config {
     pub scan_interval: Duration,
 }
 
+/// The API's TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTls {
+    /// The certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+}
+
+impl ApiTls {
+    /// Reads both files: the acceptor, or what is wrong with them.
+    pub fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
+        admin::tls::acceptor(&self.cert, &self.key)
+    }
+}
+
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -123,7 +144,11 @@ impl Config {
         let mut c = Self::parse(&text)?;
         // Relative data paths are relative to the configuration file.
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut c.db, &mut c.inventory] {
+        let mut paths = vec![&mut c.db, &mut c.inventory];
+        if let Some(t) = &mut c.tls {
+            paths.extend([&mut t.cert, &mut t.key]);
+        }
+        for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -144,6 +169,19 @@ impl Config {
         if !(10..=86_400).contains(&raw.api.max_clock_skew_s) {
             return Err(t.invalid("api.max_clock_skew_s", "must be 10 to 86400"));
         }
+        let tls = match (raw.api.tls_cert, raw.api.tls_key) {
+            (Some(cert), Some(key)) => Some(ApiTls { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(t.invalid("api.tls_key", "tls_cert needs its key (PEM) as well"))
+            }
+            (None, Some(_)) => {
+                return Err(t.invalid(
+                    "api.tls_cert",
+                    "tls_key needs its certificate (PEM) as well",
+                ))
+            }
+        };
         if raw.api.listen == raw.admin.listen {
             return Err(t.invalid("admin.listen", "must differ from api.listen"));
         }
@@ -164,6 +202,7 @@ impl Config {
             max_connections: raw.api.max_connections,
             header_timeout: Duration::from_millis(raw.api.header_timeout_ms),
             max_clock_skew: Duration::from_secs(raw.api.max_clock_skew_s),
+            tls,
             admin_listen: raw.admin.listen,
             db: raw.data.db,
             inventory: raw.data.inventory,
@@ -212,5 +251,32 @@ mod tests {
             Config::parse(&MIN.replace("[data]", "[admin]\nlisten = \"127.0.0.1:8470\"\n[data]"))
                 .unwrap_err();
         assert_eq!(e.invalid().unwrap().key, "admin.listen");
+        let e = Config::parse(&MIN.replace("[data]", "tls_cert = \"c.pem\"\n[data]")).unwrap_err();
+        assert_eq!(e.invalid().unwrap().key, "api.tls_key");
+        let e = Config::parse(&MIN.replace("[data]", "tls_key = \"k.pem\"\n[data]")).unwrap_err();
+        assert_eq!(e.invalid().unwrap().key, "api.tls_cert");
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ops.toml");
+        std::fs::write(
+            &f,
+            MIN.replace(
+                "[data]",
+                "tls_cert = \"c.pem\"\ntls_key = \"/k.pem\"\n[data]",
+            ),
+        )
+        .unwrap();
+        let c = Config::load(&f).unwrap();
+        let t = c.tls.unwrap();
+        assert_eq!(t.cert, dir.path().join("c.pem"));
+        assert_eq!(t.key, PathBuf::from("/k.pem"));
+        // Files that are not there: the error names the file.
+        let Err(e) = t.acceptor() else {
+            panic!("no TLS files, yet an acceptor");
+        };
+        assert!(e.contains("c.pem"), "{e}");
     }
 }

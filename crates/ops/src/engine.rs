@@ -191,6 +191,16 @@ impl Engine {
         &self.homes[i]
     }
 
+    /// Records that a technician repaired `subscriber`'s fault at `at_ms`
+    /// (its incident resolved): the errors, retrains and episodes before
+    /// it no longer count, for the home itself and as a neighbour. Its
+    /// healthy reference is kept. Unknown subscribers are ignored.
+    pub fn repaired(&mut self, subscriber: &str, at_ms: u64) {
+        if let Some(i) = self.inventory.index(subscriber) {
+            self.homes[i].repaired(at_ms);
+        }
+    }
+
     /// Folds in a CPE report that arrived at `arrival_ms`.
     pub fn ingest(&mut self, r: &Report, arrival_ms: u64) -> Result<usize, UnknownSubscriber> {
         let Some(i) = self.inventory.index(&r.subscriber) else {

@@ -172,8 +172,7 @@ impl Features {
         }
         if f.reference && f.atn_delta > 0.5 {
             let show: Vec<(u64, f64)> = h
-                .buckets
-                .iter()
+                .since(0)
                 .filter(|b| b.showtime > 0)
                 .map(|b| (b.minute, f64::from(b.ds_atn) - r.ds_atn))
                 .collect();

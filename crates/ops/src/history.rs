@@ -116,6 +116,10 @@ pub struct Home {
     pub last_arrival_ms: u64,
     /// The last report's events and state, for the quick view.
     pub last: Option<Last>,
+    /// The minute a technician's repair was recorded (an incident on the
+    /// home resolved): the line is judged from the next minute on, so a
+    /// mended fault's errors and retrains are not its present.
+    pub repaired_minute: Option<u64>,
     counters: Counters,
 }
 
@@ -354,9 +358,18 @@ impl Home {
         }
     }
 
-    /// The buckets since `from_minute`.
+    /// The buckets since `from_minute`, and after the last repair.
     pub fn since(&self, from_minute: u64) -> impl DoubleEndedIterator<Item = &Bucket> {
-        self.buckets.iter().filter(move |b| b.minute >= from_minute)
+        let from = self
+            .repaired_minute
+            .map_or(from_minute, |m| from_minute.max(m + 1));
+        self.buckets.iter().filter(move |b| b.minute >= from)
+    }
+
+    /// Records a repair at `at_ms`: what came before it is the past.
+    pub fn repaired(&mut self, at_ms: u64) {
+        let m = at_ms / 60_000;
+        self.repaired_minute = Some(self.repaired_minute.map_or(m, |r| r.max(m)));
     }
 }
 

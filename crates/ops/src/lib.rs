@@ -15,7 +15,8 @@
 //!   line or cabinet incident's homes) and the operator's budget grants.
 //! - [`service`]: `tandem ops run`, the HTTP API (signed reports in,
 //!   diagnoses and incidents out), over [`store`] (SQLite: tokens,
-//!   telemetry history, incidents) and [`config`] (`ops.toml`).
+//!   telemetry history, incidents) and [`config`] (`ops.toml`); [`tls`]
+//!   makes the fleet's private CA and ops' certificate.
 #![forbid(unsafe_code)]
 
 pub mod baseline;
@@ -28,6 +29,7 @@ pub mod policy;
 pub mod replay;
 pub mod service;
 pub mod store;
+pub mod tls;
 
 pub use engine::{Diagnosis, Engine, Group, Settings};
 pub use inventory::Inventory;

@@ -102,6 +102,9 @@ pub enum Error {
     /// The writer thread could not start.
     #[error("starting the report writer: {0}")]
     Thread(std::io::Error),
+    /// The API's TLS certificate or key.
+    #[error("api TLS: {0}")]
+    Tls(String),
 }
 
 /// Wall clock, Unix ms.
@@ -268,6 +271,8 @@ struct Shared {
 /// A bound, ready service.
 pub struct Server {
     api: tokio::net::TcpListener,
+    /// TLS on the API, when configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     admin: tokio::net::TcpListener,
     shared: Arc<Shared>,
     writer: std::thread::JoinHandle<()>,
@@ -327,6 +332,16 @@ impl Server {
                 }
             },
         )?;
+        // Repairs within the history: what came before them stays past.
+        for i in store.resolved_since(now.saturating_sub(HISTORY_MINUTES as u64 * 60_000))? {
+            let at = i
+                .resolved_ms
+                .and_then(|t| u64::try_from(t).ok())
+                .unwrap_or(now);
+            for h in &i.homes {
+                engine.repaired(h, at);
+            }
+        }
         let mut replay = ReplayGuard::default();
         // Every report young enough to be accepted again has its boot's
         // highest sequence number restored.
@@ -350,10 +365,17 @@ impl Server {
             .name("ops-writer".into())
             .spawn(move || write_reports(writer_store, &rx, &stored, retention))
             .map_err(Error::Thread)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::config::ApiTls::acceptor)
+            .transpose()
+            .map_err(Error::Tls)?;
         let api = bind(config.api_listen).await?;
         let admin = bind(config.admin_listen).await?;
         Ok(Self {
             api,
+            tls,
             admin,
             writer,
             shared: Arc::new(Shared {
@@ -398,7 +420,19 @@ impl Server {
             connection_lifetime: Duration::from_secs(60),
             max_connections: shared.config.max_connections,
         };
-        admin::serve_bounded(router(shared.clone()), self.api, limits, shutdown).await;
+        match self.tls {
+            Some(acceptor) => {
+                admin::serve_bounded_tls(
+                    router(shared.clone()),
+                    self.api,
+                    acceptor,
+                    limits,
+                    shutdown,
+                )
+                .await;
+            }
+            None => admin::serve_bounded(router(shared.clone()), self.api, limits, shutdown).await,
+        }
         let _ = stop_tx.send(true);
         let _ = scanner.await;
         let _ = keys.await;
@@ -1123,14 +1157,22 @@ async fn post_resolve(
             format!("note longer than {MAX_NOTE} bytes"),
         );
     }
+    let now = now_ms();
     match lock(&s.store).transition(
         id,
         IState::Resolved,
         Some(b.finding),
         b.note.as_deref(),
-        now_ms(),
+        now,
     ) {
-        Ok(i) => Json(i).into_response(),
+        Ok(i) => {
+            // The technician mended it: the homes are judged from now on.
+            let mut engine = lock(&s.engine);
+            for h in &i.homes {
+                engine.repaired(h, now);
+            }
+            Json(i).into_response()
+        }
         Err(e) => store_error(e),
     }
 }

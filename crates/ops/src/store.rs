@@ -527,6 +527,15 @@ impl Store {
         }
     }
 
+    /// Incidents resolved (repaired) at or after `since_ms`, newest first.
+    pub fn resolved_since(&self, since_ms: u64) -> Result<Vec<Incident>, Error> {
+        self.query_incidents(
+            "WHERE state = 'resolved' AND resolved_ms >= ?1",
+            params![to_i64(since_ms)],
+            usize::MAX,
+        )
+    }
+
     /// The active (open or dispatched) incident of a group, if any.
     pub fn active_incident(&self, group: &str) -> Result<Option<i64>, Error> {
         Ok(self

@@ -584,3 +584,51 @@ fn loss_both_links_see_is_not_the_lines() {
     assert_ne!(d.location, Location::None, "{d:?}");
     assert!(d.evidence.iter().any(|e| e.contains("probes")), "{d:?}");
 }
+
+/// Two lines of card 1 in trouble (errors, a retrain each) and, if
+/// `repair`, mended; then a third line of the card errs.
+fn aftermath(repair: bool) -> (Street, ops::Diagnosis) {
+    let mut s = Street::new();
+    s.cpes[4].events.push(Event::Retrain);
+    s.cpes[5].events.push(Event::Retrain);
+    s.run_with(300, |c, _| {
+        for cpe in &mut c[4..6] {
+            cpe.crc += 400;
+            cpe.es += 8;
+        }
+    });
+    assert_ne!(s.diagnose(4).location, Location::None);
+    if repair {
+        s.engine.repaired("h4", s.t);
+        s.engine.repaired("h5", s.t);
+    }
+    s.run(120);
+    s.run_with(300, |c, _| c[6].crc += 400);
+    let d = s.diagnose(6);
+    (s, d)
+}
+
+#[test]
+fn a_repaired_line_is_judged_from_its_repair_not_its_past() {
+    // Unrepaired, the old errors and retrains still count: with them the
+    // third line's errors look like the card failing.
+    let (_, d) = aftermath(false);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Cabinet, "line-card"),
+        "{d:?}"
+    );
+    let (s, d) = aftermath(true);
+    assert_eq!(
+        s.diagnose(4).location,
+        Location::None,
+        "{:?}",
+        s.diagnose(4)
+    );
+    assert_eq!(s.diagnose(5).location, Location::None);
+    assert_ne!(d.location, Location::Cabinet, "{d:?}");
+    assert_ne!(d.location, Location::None, "{d:?}");
+    // An unknown subscriber's repair is ignored.
+    let mut s = s;
+    s.engine.repaired("nobody", s.t);
+}

@@ -6,10 +6,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Cpe, PERIOD};
+use common::{now_ms, Cpe, PERIOD};
 use ops::config::Config;
 use ops::service::Server;
 use ops::store::{Store, TokenKind};
@@ -17,16 +17,6 @@ use ops_client::{Auth, Method, StatusCode};
 use serde_json::Value;
 
 const HOMES: usize = 6;
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
 
 /// A running service in a temporary directory, with a token per CPE and
 /// one operator token.
@@ -172,6 +162,7 @@ impl Ops {
         let stream = tokio::net::TcpStream::connect(self.api).await.unwrap();
         let a = ops_client::post_report(
             stream,
+            None,
             &self.api.to_string(),
             path,
             key,
@@ -533,6 +524,7 @@ impl Ops {
         let stream = tokio::net::TcpStream::connect(self.api).await.unwrap();
         ops_client::post_report(
             stream,
+            None,
             &self.api.to_string(),
             path,
             key,
@@ -823,5 +815,43 @@ async fn a_restart_keeps_the_replay_check_and_the_history() {
         ops.report_raw(&ops.keys[5], old.as_bytes()).await.0,
         StatusCode::UNAUTHORIZED
     );
+    ops.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_ends_the_faults_past_and_survives_a_restart() {
+    let mut ops = Ops::start().await;
+    let mut cpes: Vec<Cpe> = (0..HOMES).map(Cpe::new).collect();
+    // h2's line errs and retrains for three minutes, then is quiet.
+    history(&ops, &mut cpes, 10, |c, k| {
+        if k == 30 {
+            c[2].events.push(telemetry::Event::Retrain);
+        }
+        if (30..48).contains(&k) {
+            c[2].crc += 400;
+            c[2].es += 8;
+        }
+    })
+    .await;
+    let (_, d) = ops.get("/api/v1/homes/h2/diagnosis").await;
+    assert_ne!(d["location"], "none", "the past still counts: {d:#}");
+    let (s, t) = ops.post("/api/v1/tickets", r#"{"subscriber":"h2"}"#).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let id = t["incident"]["id"].as_i64().expect("an incident");
+    let (s, inc) = ops
+        .post(
+            &format!("/api/v1/incidents/{id}/resolve"),
+            r#"{"finding":"line","note":"joint replaced"}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{inc}");
+    // Judged from the repair on: healthy.
+    let (_, d) = ops.get("/api/v1/homes/h2/diagnosis").await;
+    assert_eq!(d["location"], "none", "{d:#}");
+    // And after a restart (the repair comes back from the incident).
+    ops.stop().await;
+    ops.run().await;
+    let (_, d) = ops.get("/api/v1/homes/h2/diagnosis").await;
+    assert_eq!(d["location"], "none", "{d:#}");
     ops.stop().await;
 }

@@ -31,6 +31,22 @@ pub(crate) enum OpsCmd {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
+    /// Makes the fleet's private CA (`ca.pem`, `ca.key`) in DIR, or reuses
+    /// the one there, and a certificate for ops signed by it (`ops.pem`,
+    /// `ops.key`): ops serves these (`api.tls_cert`, `api.tls_key`), CPEs
+    /// and HAGs trust `ca.pem` (`tls = true`, `ca` under `[telemetry]`).
+    TlsInit {
+        /// Where the files go (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A name ops' certificate is for: the senders' `host`, or ops'
+        /// IP address (repeat for more).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Days ops' certificate is valid.
+        #[arg(long, default_value_t = 397)]
+        days: u32,
+    },
     /// Runs the diagnosis on a JSON-lines file of telemetry (CPE and HAG
     /// reports, schema 1) and prints every change of a home's diagnosis.
     Replay {
@@ -191,10 +207,15 @@ fn check_config(file: &std::path::Path) -> Result<()> {
             c.inventory.display()
         )
     })?;
+    if let Some(t) = &c.tls {
+        t.acceptor()
+            .map_err(|e| anyhow::anyhow!("{}: api TLS: {e}", file.display()))?;
+    }
     println!(
-        "{}: OK ({} homes in the inventory)",
+        "{}: OK ({} homes in the inventory{})",
         file.display(),
-        inv.len()
+        inv.len(),
+        if c.tls.is_some() { ", TLS" } else { "" }
     );
     Ok(())
 }
@@ -207,6 +228,25 @@ pub(crate) fn run(cmd: OpsCmd) -> Result<()> {
             Ok(())
         }
         OpsCmd::CheckConfig { file } => check_config(&file),
+        OpsCmd::TlsInit { dir, names, days } => {
+            let f = ops::tls::init(&dir, &names, days).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if f.new_ca {
+                println!(
+                    "new CA: {} (its key {})",
+                    f.ca_cert.display(),
+                    f.ca_key.display()
+                );
+            } else {
+                println!("CA kept: {}", f.ca_cert.display());
+            }
+            println!(
+                "ops' certificate for {} ({days} days): {} and {}",
+                names.join(", "),
+                f.cert.display(),
+                f.key.display()
+            );
+            Ok(())
+        }
         OpsCmd::Token { cmd, config } => tokens(cmd, config),
         OpsCmd::Replay {
             file,

@@ -4,11 +4,9 @@ use std::process::Command;
 
 const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 
-fn check(part: &str, file: &str) -> (bool, String) {
-    let out = Command::new(TANDEM)
-        .args([part, "check-config", file])
-        .output()
-        .unwrap();
+/// Runs `tandem ARGS`: whether it succeeded, and stdout + stderr.
+fn tandem(args: &[&str]) -> (bool, String) {
+    let out = Command::new(TANDEM).args(args).output().unwrap();
     (
         out.status.success(),
         format!(
@@ -17,6 +15,10 @@ fn check(part: &str, file: &str) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+fn check(part: &str, file: &str) -> (bool, String) {
+    tandem(&[part, "check-config", file])
 }
 
 #[test]
@@ -47,4 +49,53 @@ fn broken_config_names_the_line() {
     let (ok, out) = check("cpe", f.to_str().unwrap());
     assert!(!ok);
     assert!(out.contains("missing field"), "{out}");
+}
+
+#[test]
+fn ops_tls_init_makes_files_check_config_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let tls = dir.join("tls");
+    let tls_s = tls.to_str().unwrap();
+    let (ok, out) = tandem(&[
+        "ops",
+        "tls-init",
+        "--dir",
+        tls_s,
+        "--name",
+        "ops.example.net",
+        "--name",
+        "192.0.2.80",
+    ]);
+    assert!(ok && out.contains("new CA"), "{out}");
+    let (ok, out) = tandem(&[
+        "ops",
+        "tls-init",
+        "--dir",
+        tls_s,
+        "--name",
+        "ops.example.net",
+    ]);
+    assert!(ok && out.contains("CA kept"), "{out}");
+    let (ok, out) = tandem(&["ops", "tls-init", "--dir", tls_s, "--name", "not a name"]);
+    assert!(!ok && out.contains("not a DNS name"), "{out}");
+    std::fs::write(
+        dir.join("homes.csv"),
+        "subscriber,cabinet,card,cell\nh0,cab0,0,c1\n",
+    )
+    .unwrap();
+    let conf = |key: &str| {
+        format!(
+            "[api]\nlisten = \"127.0.0.1:8470\"\ntls_cert = \"tls/ops.pem\"\ntls_key = \"{key}\"\n\
+             [data]\ndb = \"ops.db\"\ninventory = \"homes.csv\"\n"
+        )
+    };
+    let f = dir.join("ops.toml");
+    std::fs::write(&f, conf("tls/ops.key")).unwrap();
+    let (ok, out) = check("ops", f.to_str().unwrap());
+    assert!(ok && out.contains("TLS"), "{out}");
+    // The CA's key is not the certificate's: named, refused.
+    std::fs::write(&f, conf("tls/ca.key")).unwrap();
+    let (ok, out) = check("ops", f.to_str().unwrap());
+    assert!(!ok && out.contains("does not fit"), "{out}");
 }

@@ -7,6 +7,18 @@ use telemetry::{
     LineStatus, LinkReport, LinkStatus, Radio, Report, SCHEMA,
 };
 
+/// Wall clock, Unix ms.
+#[allow(dead_code)] // not every test file uses it
+pub(crate) fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
 /// The reporting period, ms.
 pub(crate) const PERIOD: u64 = 10_000;
 

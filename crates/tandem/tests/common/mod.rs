@@ -59,19 +59,8 @@ impl Lab {
     /// `method path` with `body` on ops' API as the lab's operator: the
     /// status and the body.
     pub fn ops_call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        let token =
-            std::fs::read_to_string(lab::topology::operator_token_path(&self.name)).unwrap();
-        let ops = std::net::SocketAddr::from((lab::topology::addr::OPS, lab::topology::OPS_PORT));
-        lab::netns::http_request(
-            &self.ns("net"),
-            ops,
-            method,
-            path,
-            Some(token.trim()),
-            body,
-            Duration::from_secs(5),
-        )
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        lab::topology::ops_call(&self.name, method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub fn ns(&self, node: &str) -> String {
