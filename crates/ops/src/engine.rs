@@ -132,6 +132,8 @@ struct Neighbours {
     reporting: u32,
     lost: u32,
     degraded: u32,
+    /// Out of showtime and training again, with signal, now.
+    training: u32,
     lte_down: u32,
     lte_bad: u32,
 }
@@ -148,11 +150,18 @@ impl Neighbours {
         self.lost >= 2 && self.most_with_me(self.lost)
     }
 
-    /// Most of them lost sync or err with this home (at least two others
-    /// of at least two reporting): a failing line card.
+    /// Most of them lost sync, err or dropped out of showtime with this
+    /// home (at least two others of at least two reporting): a failing
+    /// line card. A line that retrains at the same moment is as much a
+    /// sign of the card as one that errs.
     fn failing(&self) -> bool {
-        let bad = self.lost + self.degraded;
+        let bad = self.card_bad();
         self.reporting >= 2 && bad >= 2 && self.most_with_me(bad)
+    }
+
+    /// The others that lost sync, err or train again now.
+    fn card_bad(&self) -> u32 {
+        self.lost + self.degraded + self.training
     }
 
     /// Whether `n` of the others are at least `frac` of those reporting.
@@ -289,6 +298,7 @@ impl Engine {
             reporting: 0,
             lost: 0,
             degraded: 0,
+            training: 0,
             lte_down: 0,
             lte_bad: 0,
         };
@@ -301,8 +311,10 @@ impl Engine {
                 continue;
             }
             n.reporting += 1;
-            n.lost += u32::from(!f.showtime && (f.no_signal || f.no_signal_min_10m >= 2));
+            let lost = !f.showtime && (f.no_signal || f.no_signal_min_10m >= 2);
+            n.lost += u32::from(lost);
             n.degraded += u32::from(f.showtime && f.dsl_degraded());
+            n.training += u32::from(!lost && !f.showtime && f.training);
             n.lte_down += u32::from(f.lte_down());
             n.lte_bad += u32::from(f.lte_bad());
         }
@@ -572,10 +584,10 @@ impl Engine {
             if cab.lost_sync() {
                 return d(Location::Cabinet, "cabinet-power", "send one outside-plant technician to the cabinet (power or backhaul); one job for all its lines", 0.9, cabinet, "cabinet-lost-sync", ev);
             }
-            let card_bad = crd.lost + crd.degraded;
+            let card_bad = crd.card_bad();
             if crd.failing() {
                 ev.push(format!(
-                    "{} of {} other lines on card {} of {} lost sync or err",
+                    "{} of {} other lines on card {} of {} lost sync, err or retrain",
                     card_bad, crd.reporting, row.card, row.cabinet
                 ));
                 return d(
@@ -647,10 +659,10 @@ impl Engine {
                 f.retrains_30m, f.crc_per_min_10m, f.ses_10m, f.ds_margin, f.us_margin, f.ds_margin_delta, f.us_margin_delta, f.ds_atn, f.atn_delta
             ));
             let crd = self.neighbours(&self.card_homes(i), i, now_ms);
-            let card_bad = crd.lost + crd.degraded;
+            let card_bad = crd.card_bad();
             if crd.failing() {
                 ev.push(format!(
-                    "{} of {} other lines on card {} of cabinet {} are degraded or down at the same time",
+                    "{} of {} other lines on card {} of cabinet {} are degraded, retraining or down at the same time",
                     card_bad, crd.reporting, row.card, row.cabinet
                 ));
                 if f.dsl_loss_5m >= 2.0 {

@@ -632,3 +632,26 @@ fn a_repaired_line_is_judged_from_its_repair_not_its_past() {
     let mut s = s;
     s.engine.repaired("nobody", s.t);
 }
+
+#[test]
+fn lines_of_a_card_retraining_as_another_errs_is_the_card() {
+    let mut s = Street::new();
+    // Card 1 of cab0 (h4..h7) fails: h4 and h5 drop out of showtime and
+    // train again, h6 errs; within the first minute.
+    s.cpes[4].showtime = false;
+    s.cpes[5].showtime = false;
+    s.cpes[6].ds_margin -= 4.0;
+    s.run_with(40, |c, _| c[6].crc += 300);
+    let d = s.diagnose(6);
+    assert_eq!(
+        (d.location, d.fault),
+        (Location::Cabinet, "line-card"),
+        "{d:?}"
+    );
+    // One line retraining alone is not a card: h6's errors are its own.
+    let mut s = Street::new();
+    s.cpes[4].showtime = false;
+    s.cpes[6].ds_margin -= 4.0;
+    s.run_with(40, |c, _| c[6].crc += 300);
+    assert_ne!(s.diagnose(6).location, Location::Cabinet);
+}
