@@ -18,7 +18,7 @@
 //! accept loop, [`serve_bounded`], which other HTTP endpoints use too) and
 //! [`Admin::spawn`] (the same on a task, stopped with [`Running::stop`]).
 //! [`tls`] loads a certificate and key for [`serve_bounded_tls`], the same
-//! loop with TLS first (the handshake within the header timeout).
+//! loop with TLS first (the handshake within the header timeout too).
 #![forbid(unsafe_code)]
 
 pub mod tls;
@@ -225,9 +225,9 @@ pub async fn serve_bounded(
 }
 
 /// As [`serve_bounded`], with TLS first on every connection: a client
-/// must finish its handshake and send its request headers within the
-/// header timeout (both count against it), so a slow handshake holds a
-/// connection slot no longer than a slow request would.
+/// must finish its handshake within the header timeout, then send its
+/// request headers within it, so a slow handshake holds a connection slot
+/// no longer than a slow request would.
 pub async fn serve_bounded_tls(
     router: Router,
     listener: tokio::net::TcpListener,
