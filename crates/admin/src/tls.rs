@@ -27,18 +27,24 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
+/// The certificates of the PEM text `pem`, read from `path` (named in the
+/// error): at least one, all well-formed.
+pub fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 /// A server's TLS: the certificate chain in `cert` (PEM, leaf first) and
 /// its private key in `key` (PEM: PKCS#8, PKCS#1 or SEC1), checked to
 /// belong together. The error names the file and what is wrong with it.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let pem = read(cert)?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not PEM certificates: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{}: holds no PEM certificate", cert.display()));
-    }
+    let chain = certificates(cert, &read(cert)?)?;
     let key_pem = read(key)?;
     let private = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("{}: no PEM private key: {e}", key.display()))?;

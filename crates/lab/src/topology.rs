@@ -1092,7 +1092,7 @@ fn start_services(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
 }
 
 /// Ops' configuration in the lab: TLS on its API (the certificate of the
-/// lab's own CA, [`tls_dir`]), its database and inventory in the state
+/// lab's own CA, [`ca_path`]), its database and inventory in the state
 /// directory, CPEs reporting every 2 s (so a test sees a change within
 /// seconds) and every home diagnosed every second.
 pub fn ops_config(dir: &Path) -> String {
@@ -1121,12 +1121,10 @@ pub fn ca_path(name: &str) -> PathBuf {
     state_dir(name).join(TLS_DIR).join("ca.pem")
 }
 
-/// The `[telemetry]` lines that make a sender speak TLS to the lab's ops.
-fn telemetry_tls(dir: &Path) -> String {
-    format!(
-        "tls = true\nca = \"{}\"\n",
-        dir.join(TLS_DIR).join("ca.pem").display()
-    )
+/// The `[telemetry]` lines that make a sender speak TLS to the ops of lab
+/// `name`.
+fn telemetry_tls(name: &str) -> String {
+    format!("tls = true\nca = \"{}\"\n", ca_path(name).display())
 }
 
 /// How often the lab's CPEs and its HAG report to ops, seconds.
@@ -1225,7 +1223,7 @@ fn start_ops(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
         "\n[telemetry]\nops = \"{}:{OPS_PORT}\"\nname = \"{HAG_NAME}\"\ntoken = \"{hag_token}\"\n\
          period_s = {REPORT_PERIOD_S}\ntimeout_ms = 1500\n{}",
         addr::OPS,
-        telemetry_tls(&dir),
+        telemetry_tls(&o.name),
     ));
     std::fs::write(&hag_cfg, text).map_err(LabError::Io)?;
     for i in st.street.homes() {
@@ -1260,7 +1258,7 @@ fn start_ops(o: &UpOptions, st: &mut State) -> Result<(), LabError> {
             addr::OPS,
             crate::modem::dsl_path(&dir, i).display(),
             crate::modem::lte_path(&dir, i).display(),
-            telemetry_tls(&dir),
+            telemetry_tls(&o.name),
         ));
         std::fs::write(&cpe_cfg, text).map_err(LabError::Io)?;
     }

@@ -29,8 +29,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::Request;
 pub use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -66,7 +65,6 @@ pub enum Error {
 #[derive(Clone)]
 pub struct Tls {
     config: Arc<rustls::ClientConfig>,
-    connector: tokio_rustls::TlsConnector,
     name: ServerName<'static>,
     /// What it was made of, to compare two configurations.
     ca: PathBuf,
@@ -105,16 +103,10 @@ impl Tls {
     /// As [`Tls::load`], from the file's contents.
     pub fn from_pem(ca: &Path, pem: &[u8], name: &str) -> Result<Self, String> {
         let mut roots = rustls::RootCertStore::empty();
-        let mut n = 0usize;
-        for c in CertificateDer::pem_slice_iter(pem) {
-            let c = c.map_err(|e| format!("{}: not PEM certificates: {e}", ca.display()))?;
+        for c in admin::tls::certificates(ca, pem)? {
             roots
                 .add(c)
                 .map_err(|e| format!("{}: a certificate is unusable: {e}", ca.display()))?;
-            n += 1;
-        }
-        if n == 0 {
-            return Err(format!("{}: holds no PEM certificate", ca.display()));
         }
         let name = ServerName::try_from(name.to_owned())
             .map_err(|_| format!("{name:?} is not a DNS name or an IP address"))?;
@@ -123,10 +115,8 @@ impl Tls {
             .map_err(|e| format!("TLS: {e}"))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let config = Arc::new(config);
         Ok(Self {
-            connector: tokio_rustls::TlsConnector::from(config.clone()),
-            config,
+            config: Arc::new(config),
             name,
             ca: ca.to_owned(),
             ca_pem: pem.into(),
@@ -228,8 +218,7 @@ pub async fn request_over(
         match tls {
             None => exchange(stream, host, method, path, auth, body).await,
             Some(t) => {
-                let s = t
-                    .connector
+                let s = tokio_rustls::TlsConnector::from(t.config.clone())
                     .connect(t.name.clone(), stream)
                     .await
                     .map_err(Error::Tls)?;
